@@ -1,0 +1,91 @@
+"""Settings: read once from the ``ISP_*`` environment variables and passed down.
+
+Tests build ``Settings(...)`` directly; nothing else in the package reads the
+environment (plugin settings overrides aside, which live with the plugin settings).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from isp.errors import ConfigError
+
+ENV_PREFIX = "ISP_"
+
+
+class Settings(BaseSettings):
+    """Every ``ISP_*`` variable of the outside contract (API.md)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    database_url: str = "sqlite://./data/isp.sqlite3"
+    data_dir: Path = Path("./data")
+    plugins_dir: Path = Path("./plugins")
+    plugin_reload: bool = True
+    hook_timeout: float = Field(default=10.0, gt=0, le=3600)
+    s3_endpoint_url: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    s3_plugins_bucket: str = "plugins"
+    s3_backups_bucket: str = "backups"
+    plugin_max_upload: int = Field(default=16 * 1024 * 1024, gt=0)
+    backup_concurrency: int = Field(default=50, ge=1, le=10_000)
+    secret_key: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in {"sqlite", "postgres", "asyncpg", "psycopg"}:
+            raise ValueError(
+                "must be a Tortoise URL starting with sqlite:// or postgres://"
+            )
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.s3_endpoint_url is not None
+
+    @property
+    def objects_dir(self) -> Path:
+        """Root of the local object store (one sub-folder per bucket)."""
+        return self.data_dir / "objects"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite://")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise ConfigError(
+            "invalid configuration: " + "; ".join(problems),
+            errors=[{"variable": p.split(":", 1)[0], "msg": p.split(": ", 1)[1]} for p in problems],
+        ) from exc

@@ -1,0 +1,1 @@
+"""The ISP domain: customers, plans, devices, subscriber services, backups and jobs."""

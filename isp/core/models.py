@@ -1,0 +1,139 @@
+"""Tortoise models of the ISP domain.
+
+Secrets (router and PPPoE passwords) are stored encrypted by :mod:`isp.crypto`; the
+models only ever hold ciphertext. The service status machine lives in
+:mod:`isp.core.status`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Vendor(StrEnum):
+    MIKROTIK = "mikrotik"
+
+
+class ServiceStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+
+
+class BackupKind(StrEnum):
+    EXPORT = "export"
+    BINARY = "binary"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Customer(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=200)
+    email = fields.CharField(max_length=254, null=True)
+    phone = fields.CharField(max_length=32, null=True)
+    address = fields.CharField(max_length=500, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "customer"
+
+
+class Plan(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    download_mbps = fields.IntField()
+    upload_mbps = fields.IntField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "plan"
+
+
+class Device(Model):
+    """A router the ISP manages (password_enc is ciphertext, host_key is pinned)."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=100, unique=True)
+    vendor = fields.CharEnumField(Vendor, max_length=32)
+    host = fields.CharField(max_length=253)
+    port = fields.IntField(default=22)
+    username = fields.CharField(max_length=64)
+    password_enc = fields.TextField()
+    host_key = fields.TextField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "device"
+
+
+class Service(Model):
+    """A subscriber's service: a PPPoE login on a device, billed on a plan."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "core.Customer", related_name="services", on_delete=fields.RESTRICT
+    )
+    plan: fields.ForeignKeyRelation[Plan] = fields.ForeignKeyField(
+        "core.Plan", related_name="services", on_delete=fields.RESTRICT
+    )
+    device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
+        "core.Device", related_name="services", on_delete=fields.RESTRICT
+    )
+    username = fields.CharField(max_length=64, unique=True)
+    password_enc = fields.TextField()
+    status = fields.CharEnumField(ServiceStatus, max_length=16, default=ServiceStatus.PENDING)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    customer_id: int
+    plan_id: int
+    device_id: int
+
+    class Meta:
+        table = "service"
+
+
+class Backup(Model):
+    """One stored backup of a device, whose bytes live in the object store under object_key."""
+
+    id = fields.IntField(primary_key=True)
+    device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
+        "core.Device", related_name="backups", on_delete=fields.CASCADE
+    )
+    kind = fields.CharEnumField(BackupKind, max_length=16)
+    sha256 = fields.CharField(max_length=64)
+    size = fields.BigIntField()
+    changed = fields.BooleanField(default=True)
+    object_key = fields.CharField(max_length=500)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    device_id: int
+
+    class Meta:
+        table = "backup"
+
+
+class Job(Model):
+    """A long-running fleet job (backups of many devices), polled over /jobs/{id}."""
+
+    id = fields.UUIDField(primary_key=True)
+    kind = fields.CharField(max_length=32)
+    status = fields.CharEnumField(JobStatus, max_length=16, default=JobStatus.QUEUED)
+    total = fields.IntField(default=0)
+    done = fields.IntField(default=0)
+    failed = fields.JSONField(default=list)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "job"

@@ -1,0 +1,85 @@
+"""Database wiring: the Tortoise config of the core app, start/stop, and migrations.
+
+Migrations use Tortoise's own operation-based migrations rather than aerich: one set of
+files builds the same schema on SQLite and PostgreSQL, and a plugin's migrations can be
+applied while the server runs without re-initialising Tortoise (see README, "Migrations").
+Core migration files live in the repository's ``migrations/`` folder, importable as the
+``isp_migrations`` package.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.connection import get_connection
+from tortoise.migrations.executor import MigrationExecutor
+
+from isp.config import Settings
+
+log = logging.getLogger(__name__)
+
+CORE_APP = "core"
+CORE_MODELS: list[str] = ["isp.core.models", "isp.auth.models", "isp.plugins.models"]
+CORE_MIGRATIONS = "isp_migrations"
+
+
+def core_app_config() -> dict[str, Any]:
+    return {
+        "models": list(CORE_MODELS),
+        "default_connection": "default",
+        "migrations": CORE_MIGRATIONS,
+    }
+
+
+def tortoise_config(settings: Settings) -> dict[str, Any]:
+    """The Tortoise config of the core app on ``settings.database_url``."""
+    return {
+        "connections": {"default": settings.database_url},
+        "apps": {CORE_APP: core_app_config()},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def init_db(settings: Settings) -> None:
+    """Open the database for this process.
+
+    ``_enable_global_fallback`` makes the Tortoise context visible to Quart's request
+    tasks, which do not inherit the context variable set in ``before_serving``.
+    """
+    if settings.is_sqlite:
+        _ensure_sqlite_dir(settings.database_url)
+    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+
+
+async def close_db() -> None:
+    await Tortoise.close_connections()
+
+
+async def migrate(apps: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Apply pending migrations of ``apps`` (default: the core app); returns what ran.
+
+    Tortoise must be initialised. Runs without re-initialising Tortoise, so it is safe
+    while serving (plugins' migrations are applied this way on install).
+    """
+    applied: list[str] = []
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            applied.append(f"{app_label}.{name}")
+
+    executor = MigrationExecutor(get_connection("default"), apps or {CORE_APP: core_app_config()})
+    await executor.migrate(progress=progress)
+    for name in applied:
+        log.info("migration applied", extra={"migration": name})
+    return applied
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of a file-backed SQLite database (start-up only, before serving)."""
+    path = url.split("://", 1)[1].split("?", 1)[0]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)

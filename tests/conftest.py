@@ -1,0 +1,3 @@
+"""Shared test configuration: fixture plugins used across the test tree."""
+
+pytest_plugins = ["tests.s3server"]
