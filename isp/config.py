@@ -7,7 +7,7 @@ environment (plugin settings overrides aside, which live with the plugin setting
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,15 +41,19 @@ class Settings(BaseSettings):
     plugin_max_upload: int = Field(default=16 * 1024 * 1024, gt=0)
     backup_concurrency: int = Field(default=50, ge=1, le=10_000)
     secret_key: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in {"sqlite", "postgres", "asyncpg", "psycopg"}:
-            raise ValueError(
-                "must be a Tortoise URL starting with sqlite:// or postgres://"
-            )
+            raise ValueError("must be a Tortoise URL starting with sqlite:// or postgres://")
         return value
 
     @field_validator("s3_endpoint_url")

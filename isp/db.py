@@ -15,6 +15,8 @@ from typing import Any
 
 from tortoise import Tortoise
 from tortoise.connection import get_connection
+from tortoise.context import TortoiseContext
+from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.migrations.executor import MigrationExecutor
 
 from isp.config import Settings
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 CORE_APP = "core"
 CORE_MODELS: list[str] = ["isp.core.models", "isp.auth.models", "isp.plugins.models"]
 CORE_MIGRATIONS = "isp_migrations"
+MIGRATION_LOCK = 0x15_0001  # PostgreSQL advisory lock key held while migrating
 
 
 def core_app_config() -> dict[str, Any]:
@@ -71,8 +74,19 @@ async def migrate(apps: dict[str, dict[str, Any]] | None = None) -> list[str]:
         if event == "apply_done":
             applied.append(f"{app_label}.{name}")
 
-    executor = MigrationExecutor(get_connection("default"), apps or {CORE_APP: core_app_config()})
-    await executor.migrate(progress=progress)
+    connection = get_connection("default")
+    executor = MigrationExecutor(connection, apps or {CORE_APP: core_app_config()})
+    if connection.capabilities.dialect == "postgres":
+        # Several instances may start at once: one migrates, the others wait and find
+        # nothing left to do. The lock lives on one session, held for the whole run.
+        async with connection.acquire_connection() as session:
+            await session.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await executor.migrate(progress=progress)
+            finally:
+                await session.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    else:
+        await executor.migrate(progress=progress)
     for name in applied:
         log.info("migration applied", extra={"migration": name})
     return applied
@@ -83,3 +97,25 @@ def _ensure_sqlite_dir(url: str) -> None:
     path = url.split("://", 1)[1].split("?", 1)[0]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def pending_model_changes(
+    apps: dict[str, dict[str, Any]] | None = None, *, name: str | None = None, write: bool = False
+) -> list[str]:
+    """Migrations the models need beyond the files on disk; written when ``write``.
+
+    Needs no database: the autodetector compares the models with the state the
+    migration files build. An empty list means models and migrations agree.
+    """
+    apps = apps or {CORE_APP: core_app_config()}
+    config = {"connections": {"default": "sqlite://:memory:"}, "apps": apps}
+    async with TortoiseContext() as context:
+        await context.init(config=config)
+        assert context.apps is not None
+        writers = await MigrationAutodetector(context.apps, apps).changes()
+        found: list[str] = []
+        for writer in writers:
+            if name:
+                writer.name = f"{writer.name.split('_', 1)[0]}_{name}"
+            found.append(str(writer.write()) if write else f"{writer.app_label}.{writer.name}")
+        return found

@@ -1,3 +1,118 @@
-"""Shared test configuration: fixture plugins used across the test tree."""
+"""Shared fixtures: both databases, a running app, tokens for each built-in role.
+
+Every database test runs twice, on SQLite and on PostgreSQL (a throw-away cluster
+started once per session, or ``ISP_TEST_POSTGRES_URL``). Each test gets a fresh,
+migrated database; nothing leaks between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from isp.app import create_app
+from isp.config import Settings
+from tests.pgcluster import throwaway_postgres
 
 pytest_plugins = ["tests.s3server"]
+
+TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """Admin URL of a PostgreSQL server for the session."""
+    configured = os.environ.get("ISP_TEST_POSTGRES_URL")
+    if configured:
+        yield configured
+        return
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'isp.sqlite3'}"
+        return
+    admin_url = request.getfixturevalue("pg_url")
+    name = f"isp_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    plugins_dir = tmp_path / "plugins"
+    plugins_dir.mkdir(exist_ok=True)
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        plugins_dir=plugins_dir,
+        plugin_reload=False,
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+        hook_timeout=5,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Quart]:
+    """The app, started (database migrated, plugins loaded) and stopped after the test."""
+    application = create_app(settings)
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+def client(app: Quart) -> TestClientProtocol:
+    return app.test_client()
+
+
+@dataclass(frozen=True)
+class Tokens:
+    admin: str
+    operator: str
+    reader: str
+
+    @staticmethod
+    def header(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def tokens(app: Quart) -> Tokens:
+    """Tokens issued the way ``isp token issue`` does, for each built-in role."""
+    from isp.auth.roles import add_user
+    from isp.auth.tokens import issue_token
+
+    await add_user("alice", ["admin"])
+    await add_user("olga", ["operator"])
+    await add_user("rita", ["operator"])
+    return Tokens(
+        admin=await issue_token("alice", ["admin"]),
+        operator=await issue_token("olga", ["read", "write"]),
+        reader=await issue_token("rita", ["read"]),
+    )
+
+
+def auth(token: str) -> dict[str, Any]:
+    return {"Authorization": f"Bearer {token}"}

@@ -11,7 +11,7 @@ class Role(Model):
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64, unique=True)
-    permissions = fields.JSONField(default=list)
+    permissions: list[str] = fields.JSONField(default=list)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -39,7 +39,7 @@ class ApiToken(Model):
     )
     token_hash = fields.CharField(max_length=64, unique=True)
     prefix = fields.CharField(max_length=16)
-    scopes = fields.JSONField(default=list)
+    scopes: list[str] = fields.JSONField(default=list)
     created_at = fields.DatetimeField(auto_now_add=True)
     revoked_at = fields.DatetimeField(null=True)
 

@@ -8,9 +8,12 @@ models only ever hold ciphertext. The service status machine lives in
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+from isp.crypto import process_box
 
 
 class Vendor(StrEnum):
@@ -75,6 +78,10 @@ class Device(Model):
     class Meta:
         table = "device"
 
+    def reveal_password(self) -> str:
+        """The router password in clear, for the plugin that logs in; never log it."""
+        return process_box().decrypt(self.password_enc)
+
 
 class Service(Model):
     """A subscriber's service: a PPPoE login on a device, billed on a plan."""
@@ -101,6 +108,10 @@ class Service(Model):
 
     class Meta:
         table = "service"
+
+    def reveal_password(self) -> str:
+        """The subscriber's PPPoE password in clear, for the plugin that provisions it."""
+        return process_box().decrypt(self.password_enc)
 
 
 class Backup(Model):
@@ -131,7 +142,7 @@ class Job(Model):
     status = fields.CharEnumField(JobStatus, max_length=16, default=JobStatus.QUEUED)
     total = fields.IntField(default=0)
     done = fields.IntField(default=0)
-    failed = fields.JSONField(default=list)
+    failed: list[dict[str, Any]] = fields.JSONField(default=list)
     created_at = fields.DatetimeField(auto_now_add=True)
     finished_at = fields.DatetimeField(null=True)
 

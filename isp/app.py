@@ -1,0 +1,81 @@
+"""``create_app(settings)``: wiring only, no I/O at import or construction.
+
+Start-up (``before_serving``): open the database, apply pending migrations, seed the
+built-in roles, load the secret key, make sure the buckets exist, start the plugins.
+Shut-down (``after_serving``): stop background jobs and plugins, close the store and DB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from quart import Quart
+from quart_schema import QuartSchema
+
+import isp
+from isp import db
+from isp.auth.roles import ensure_builtin_roles
+from isp.config import Settings
+from isp.context import EXTENSION_KEY, Components
+from isp.core.api import bp as core_bp
+from isp.core.events import CORE_EVENTS
+from isp.core.jobs import JobRunner
+from isp.crypto import install_box, load_secret_box
+from isp.health import bp as health_bp
+from isp.plugins import registry
+from isp.plugins.api import bp as plugins_bp
+from isp.plugins.runtime import PluginRuntime
+from isp.problems import install_error_handlers
+from isp.storage import create_object_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Quart:
+    app = Quart("isp")
+    app.config["MAX_CONTENT_LENGTH"] = settings.plugin_max_upload + 1024 * 1024
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,
+        info={"title": "ISP Framework", "version": isp.__version__},
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearer": []}],
+    )
+    install_error_handlers(app)
+    registry.declare_events(CORE_EVENTS)
+    registry.configure(default_timeout=settings.hook_timeout)
+    parts = Components(
+        settings=settings,
+        store=create_object_store(settings),
+        jobs=JobRunner(settings.backup_concurrency),
+        plugins=PluginRuntime(settings, registry),
+    )
+    app.extensions[EXTENSION_KEY] = parts
+    app.extensions["isp.plugins"] = parts.plugins
+    app.register_blueprint(health_bp)
+    app.register_blueprint(core_bp)
+    app.register_blueprint(plugins_bp)
+
+    @app.before_serving
+    async def start() -> None:
+        await db.init_db(settings)
+        await db.migrate()
+        await ensure_builtin_roles()
+        parts.box = await asyncio.to_thread(load_secret_box, settings)
+        install_box(parts.box)
+        await parts.store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
+        await parts.plugins.start()
+        log.info("service started", extra={"version": isp.__version__})
+
+    @app.after_serving
+    async def stop() -> None:
+        await parts.jobs.shutdown()
+        await parts.plugins.stop()
+        await parts.store.close()
+        await db.close_db()
+
+    return app

@@ -1,0 +1,164 @@
+"""The ``isp`` command: serve, migrate, roles, users, tokens (plugins and backups later).
+
+Each command reads the settings once, runs one coroutine with ``asyncio.run`` and exits
+non-zero with a one-line message on a known error (no traceback for operator mistakes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from isp import db
+from isp.config import Settings, load_settings
+from isp.errors import ISPError
+from isp.logs import configure_logging
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Open the database (migrated), run ``work``, close; known errors become messages."""
+
+    async def main() -> T:
+        await db.init_db(settings)
+        try:
+            await db.migrate()
+            from isp.auth.roles import ensure_builtin_roles
+
+            await ensure_builtin_roles()
+            return await work()
+        finally:
+            await db.close_db()
+
+    try:
+        return asyncio.run(main())
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@click.group()
+def main() -> None:
+    """ISP Framework: an ISP's core records with plugins around its workflows."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Apply pending migrations, then serve with Hypercorn."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from isp.app import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 5.0
+    try:
+        asyncio.run(hypercorn_serve(app, config))
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending migrations (core and plugins) and exit."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+
+    async def work() -> list[str]:
+        return []
+
+    _run(settings, work)
+    click.echo("migrations are up to date")
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1 when the models need a new migration.")
+@click.option("--name", default=None, help="Name of the new migration file.")
+def makemigrations(check: bool, name: str | None) -> None:
+    """Write a migration for model changes of the core (developers)."""
+    changes = asyncio.run(db.pending_model_changes(name=name, write=not check))
+    if not changes:
+        click.echo("no changes: the migrations match the models")
+        return
+    for change in changes:
+        click.echo(change)
+    if check:
+        sys.exit(1)
+
+
+@main.group()
+def role() -> None:
+    """Manage roles."""
+
+
+@role.command("add")
+@click.argument("name")
+@click.option("--permission", "permissions", multiple=True, required=True)
+def role_add(name: str, permissions: tuple[str, ...]) -> None:
+    """Create or update a role with these permissions."""
+    from isp.auth.roles import upsert_role
+
+    async def work() -> Any:
+        return await upsert_role(name, list(permissions))
+
+    saved = _run(_settings(), work)
+    click.echo(f"role {saved.name}: {', '.join(saved.permissions)}")
+
+
+@main.group()
+def user() -> None:
+    """Manage users."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, required=True)
+def user_add(name: str, roles: tuple[str, ...]) -> None:
+    """Create a user with these roles."""
+    from isp.auth.roles import add_user
+
+    async def work() -> Any:
+        return await add_user(name, list(roles))
+
+    created = _run(_settings(), work)
+    click.echo(f"user {created.name} created")
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("issue")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, help="read, write or admin (repeatable).")
+def token_issue(name: str, scopes: tuple[str, ...]) -> None:
+    """Issue a token for user NAME; the token alone is the last line of stdout."""
+    from isp.auth.tokens import issue_token
+
+    async def work() -> str:
+        return await issue_token(name, list(scopes))
+
+    issued = _run(_settings(), work)
+    click.echo(f"token for {name} (scopes: {', '.join(scopes) or 'read, write'}); shown once:")
+    click.echo(issued)

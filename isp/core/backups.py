@@ -1,0 +1,121 @@
+"""Device backups: ask the plugins for artifacts, store them, record them.
+
+``device_backup`` hooks talk to routers for seconds, so unlike the other workflows this
+one does not hold a transaction open while they run (on SQLite a long transaction blocks
+every query of the process). The hooks receive ``db`` as the plain connection; what the
+core records afterwards is written in one short transaction, and objects already put in
+the store are deleted again if that fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.connection import get_connection
+from tortoise.transactions import in_transaction
+
+from isp.core import events
+from isp.core.models import Backup, BackupKind, Device
+from isp.errors import Conflict, ISPError, PluginError
+from isp.plugins import registry
+from isp.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {BackupKind.EXPORT: "rsc", BackupKind.BINARY: "backup"}
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """One backup a plugin produced: ``sha256`` is over the content minus volatile lines."""
+
+    kind: BackupKind
+    data: bytes
+    sha256: str
+    plugin: str
+
+
+def _artifact(value: Any, plugin: str) -> Artifact:
+    """Validate what a hook returned; a malformed artifact is the plugin's error."""
+    item = value if isinstance(value, Mapping) else getattr(value, "__dict__", {})
+    data = item.get("data")
+    if not isinstance(data, bytes | bytearray) or not data:
+        raise _malformed(plugin, "'data' must be non-empty bytes")
+    try:
+        kind = BackupKind(str(item.get("kind")))
+    except ValueError as exc:
+        why = f"'kind' must be export or binary, not {item.get('kind')!r}"
+        raise _malformed(plugin, why) from exc
+    digest = item.get("sha256") or hashlib.sha256(data).hexdigest()
+    return Artifact(kind=kind, data=bytes(data), sha256=str(digest), plugin=plugin)
+
+
+def _malformed(plugin: str, why: str) -> PluginError:
+    return PluginError(
+        f"device_backup returned a malformed artifact: {why}",
+        plugin=plugin,
+        hook="device_backup",
+        status=502,
+    )
+
+
+async def back_up_device(device: Device, store: ObjectStore, bucket: str) -> list[Backup]:
+    """Run the device_backup hooks for ``device`` and record what they return."""
+    results = await registry.emit(events.DEVICE_BACKUP, device, db=get_connection("default"))
+    artifacts: list[Artifact] = []
+    for result in results:
+        values = result.value if isinstance(result.value, list | tuple) else [result.value]
+        artifacts += [_artifact(v, result.plugin) for v in values if v is not None]
+    if not artifacts:
+        raise Conflict(
+            f"no enabled plugin backs up {device.vendor.value} devices "
+            f"(device {device.id}): enable one that handles device_backup",
+            device_id=device.id,
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    stored: list[tuple[Artifact, str]] = []
+    try:
+        for artifact in artifacts:
+            key = (
+                f"devices/{device.id}/{stamp}-{artifact.kind.value}-"
+                f"{artifact.sha256[:16]}.{EXTENSIONS[artifact.kind]}"
+            )
+            await store.put(bucket, key, artifact.data)
+            stored.append((artifact, key))
+        return await _record(device, stored)
+    except BaseException:
+        for _, key in stored:
+            try:
+                await store.delete(bucket, key)
+            except ISPError:
+                log.warning("orphan backup object left", extra={"key": key})
+        raise
+
+
+async def _record(device: Device, stored: list[tuple[Artifact, str]]) -> list[Backup]:
+    backups: list[Backup] = []
+    async with in_transaction() as conn:
+        for artifact, key in stored:
+            previous = (
+                await Backup.filter(device_id=device.id, kind=artifact.kind)
+                .using_db(conn)
+                .order_by("-id")
+                .first()
+            )
+            backups.append(
+                await Backup.create(
+                    device_id=device.id,
+                    kind=artifact.kind,
+                    sha256=artifact.sha256,
+                    size=len(artifact.data),
+                    changed=previous is None or previous.sha256 != artifact.sha256,
+                    object_key=key,
+                    using_db=conn,
+                )
+            )
+    return backups

@@ -1,0 +1,143 @@
+"""Fleet jobs: back up many devices with bounded concurrency, progress in the ``job`` table.
+
+A fixed pool of workers pulls device ids from a queue, so a fleet of thousands costs
+``ISP_BACKUP_CONCURRENCY`` tasks, not thousands. One failing or slow device is recorded
+in ``failed`` and never holds up the rest. Progress is written at most every
+``PROGRESS_INTERVAL`` seconds and once at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from isp.core.models import Device, Job, JobStatus
+from isp.errors import ISPError, NotFound, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5
+DeviceTask = Callable[[Device], Awaitable[Any]]
+
+
+class JobRunner:
+    """Starts jobs as background tasks and cancels them at shutdown."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._concurrency = concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, kind: str, device_ids: list[int] | None, work: DeviceTask) -> Job:
+        """Create the job row and start it; unknown ids are refused before anything runs."""
+        if device_ids is None:
+            ids: list[int] = list(
+                await Device.all().order_by("id").values_list("id", flat=True)  # type: ignore[arg-type]
+            )
+        else:
+            ids = list(dict.fromkeys(device_ids))
+            found: set[int] = set(
+                await Device.filter(id__in=ids).values_list("id", flat=True)  # type: ignore[arg-type]
+            )
+            unknown = [i for i in ids if i not in found]
+            if unknown:
+                raise ValidationFailed(
+                    f"unknown device ids: {unknown}",
+                    errors=[
+                        {"loc": ["body", "device_ids"], "msg": f"no device with id {i}"}
+                        for i in unknown
+                    ],
+                )
+        job = await Job.create(id=uuid.uuid4(), kind=kind, total=len(ids), status=JobStatus.RUNNING)
+        task = asyncio.create_task(self._run(job, ids, work), name=f"job-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def wait(self, job_id: uuid.UUID) -> None:
+        """Wait for a job started by this runner (CLI and tests)."""
+        for task in list(self._tasks):
+            if task.get_name() == f"job-{job_id}":
+                await task
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, job: Job, ids: list[int], work: DeviceTask) -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for device_id in ids:
+            queue.put_nowait(device_id)
+        progress = _Progress(job)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    device_id = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self._one(device_id, work, progress)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._concurrency, len(ids)) or 0):
+                    group.create_task(worker())
+            await progress.finish(JobStatus.SUCCEEDED)
+        except asyncio.CancelledError:
+            await asyncio.shield(progress.finish(JobStatus.FAILED, "interrupted by shutdown"))
+            raise
+
+    async def _one(self, device_id: int, work: DeviceTask, progress: _Progress) -> None:
+        try:
+            device = await Device.get_or_none(id=device_id)
+            if device is None:
+                raise NotFound(f"device {device_id} was deleted")  # noqa: TRY301
+            await work(device)
+        except ISPError as exc:
+            progress.fail(device_id, exc.detail, exc.extra)
+        except Exception as exc:  # noqa: BLE001 - one device's crash must not stop the job
+            log.exception("job step crashed", extra={"device_id": device_id})
+            progress.fail(device_id, f"{type(exc).__name__}: {exc}", {})
+        progress.done_one()
+        await progress.maybe_flush()
+
+
+class _Progress:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.done = 0
+        self.failed: list[dict[str, Any]] = []
+        self._flushed_at = time.monotonic()
+
+    def fail(self, device_id: int, reason: str, extra: dict[str, Any]) -> None:
+        entry: dict[str, Any] = {"device_id": device_id, "reason": reason}
+        for key in ("plugin", "hook"):
+            if key in extra:
+                entry[key] = extra[key]
+        self.failed.append(entry)
+
+    def done_one(self) -> None:
+        self.done += 1
+
+    async def maybe_flush(self) -> None:
+        if time.monotonic() - self._flushed_at >= PROGRESS_INTERVAL:
+            self._flushed_at = time.monotonic()
+            await Job.filter(id=self.job.id).update(done=self.done, failed=list(self.failed))
+
+    async def finish(self, status: JobStatus, reason: str | None = None) -> None:
+        if reason is not None:
+            self.failed.append({"device_id": None, "reason": reason})
+        if self.failed and status is JobStatus.SUCCEEDED and len(self.failed) == self.job.total:
+            status = JobStatus.FAILED
+        await Job.filter(id=self.job.id).update(
+            done=self.done,
+            failed=list(self.failed),
+            status=status,
+            finished_at=datetime.now(UTC),
+        )

@@ -1,0 +1,106 @@
+"""Core workflows: one transaction each, the event emitted inside it.
+
+A workflow changes state, emits its event with the domain object and the transaction's
+connection (``db``), and commits only if every hook succeeded. When a hook fails,
+``emit`` raises only after every hook it started has finished, the transaction rolls
+back and the error (naming plugin and hook) reaches the API unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from isp.core import events
+from isp.core.models import Customer, Device, Plan, Service
+from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
+from isp.core.status import check_move
+from isp.crypto import SecretBox
+from isp.errors import Conflict, NotFound, ValidationFailed
+from isp.plugins import registry
+
+log = logging.getLogger(__name__)
+
+
+async def create_customer(data: CustomerIn) -> Customer:
+    async with in_transaction() as conn:
+        customer = await Customer.create(**data.model_dump(), using_db=conn)
+        await registry.emit(events.CUSTOMER_CREATED, customer, db=conn)
+    return customer
+
+
+async def create_plan(data: PlanIn) -> Plan:
+    if await Plan.exists(name=data.name):
+        raise Conflict(f"a plan named {data.name!r} already exists", field="name")
+    try:
+        return await Plan.create(**data.model_dump())
+    except IntegrityError as exc:  # a concurrent insert won the race
+        raise Conflict(f"a plan named {data.name!r} already exists", field="name") from exc
+
+
+async def create_device(data: DeviceIn, box: SecretBox) -> Device:
+    if await Device.exists(name=data.name):
+        raise Conflict(f"a device named {data.name!r} already exists", field="name")
+    fields = data.model_dump(exclude={"password"})
+    try:
+        return await Device.create(**fields, password_enc=box.encrypt(data.password))
+    except IntegrityError as exc:
+        raise Conflict(f"a device named {data.name!r} already exists", field="name") from exc
+
+
+async def create_service(data: ServiceIn, box: SecretBox) -> Service:
+    missing = [
+        {"loc": ["body", field], "msg": f"no {label} with id {value}"}
+        for field, label, model, value in (
+            ("customer_id", "customer", Customer, data.customer_id),
+            ("plan_id", "plan", Plan, data.plan_id),
+            ("device_id", "device", Device, data.device_id),
+        )
+        if not await model.exists(id=value)
+    ]
+    if missing:
+        raise ValidationFailed("the service refers to records that do not exist", errors=missing)
+    if await Service.exists(username=data.username):
+        raise Conflict(f"a service with username {data.username!r} exists", field="username")
+    try:
+        return await Service.create(
+            customer_id=data.customer_id,
+            plan_id=data.plan_id,
+            device_id=data.device_id,
+            username=data.username,
+            password_enc=box.encrypt(data.password),
+        )
+    except IntegrityError as exc:
+        raise Conflict(f"a service with username {data.username!r} exists") from exc
+
+
+async def move_service(service_id: int, action: str) -> Service:
+    """Provision, suspend, resume or terminate a service (see :mod:`isp.core.status`).
+
+    The row is locked for the transaction (PostgreSQL), so two concurrent moves of one
+    service are serialized and the second sees the first's result.
+    """
+    async with in_transaction() as conn:
+        service = await Service.select_for_update().using_db(conn).get_or_none(id=service_id)
+        if service is None:
+            raise NotFound(f"no service with id {service_id}")
+        move = check_move(action, service.status, service.id)
+        await service.fetch_related("customer", "plan", "device", using_db=conn)
+        service.status = move.target
+        await service.save(using_db=conn, update_fields=["status", "updated_at"])
+        await registry.emit(move.event, service, db=conn)
+        log.info(
+            "service moved",
+            extra={"service_id": service.id, "action": action, "status": move.target.value},
+        )
+    return service
+
+
+async def get_or_404(model: type[Any], object_id: Any, label: str) -> Any:
+    found = await model.get_or_none(id=object_id)
+    if found is None:
+        raise NotFound(f"no {label} with id {object_id}")
+    return found

@@ -1,0 +1,104 @@
+"""The `isp` command, run as operators run it: a real process on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from isp.app import create_app
+from isp.config import Settings
+from tests.conftest import TEST_SECRET_KEY, auth
+
+
+async def isp(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "isp",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "ISP_DATABASE_URL": database_url,
+        "ISP_DATA_DIR": str(tmp_path / "data"),
+        "ISP_PLUGINS_DIR": str(tmp_path / "plugins"),
+        "ISP_SECRET_KEY": TEST_SECRET_KEY,
+        "ISP_PLUGIN_RELOAD": "false",
+    }
+
+
+async def test_token_from_the_cli_drives_the_api(database_url: str, tmp_path: Path) -> None:
+    env = cli_env(database_url, tmp_path)
+    (tmp_path / "plugins").mkdir()
+    code, out, err = await isp("migrate", env=env)
+    assert code == 0, err
+    code, out, err = await isp(
+        "role", "add", "noc", "--permission", "services:write", "--permission", "customers:write",
+        env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = await isp("user", "add", "nina", "--role", "noc", env=env)
+    assert code == 0, err
+    code, out, err = await isp("token", "issue", "nina", "--scope", "write", env=env)
+    assert code == 0, err
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("isp_")
+    assert " " not in token
+
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        plugins_dir=tmp_path / "plugins",
+        plugin_reload=False,
+        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
+    )
+    app = create_app(settings)
+    async with app.test_app():
+        client = app.test_client()
+        created = await client.post("/customers", json={"name": "Nina's"}, headers=auth(token))
+        assert created.status_code == 201
+        refused = await client.post(
+            "/plans", json={"name": "p", "download_mbps": 1, "upload_mbps": 1}, headers=auth(token)
+        )
+        assert refused.status_code == 403  # the noc role lacks plans:write
+
+
+async def test_cli_errors_are_one_line_messages(database_url: str, tmp_path: Path) -> None:
+    env = cli_env(database_url, tmp_path)
+    code, _, err = await isp("user", "add", "x", "--role", "nosuchrole", env=env)
+    assert code == 1
+    assert "no role named 'nosuchrole'" in err
+    assert "Traceback" not in err
+    code, _, err = await isp("token", "issue", "ghost", env=env)
+    assert code == 1
+    assert "no user named 'ghost'" in err
+    code, _, err = await isp("role", "add", "r", "--permission", "fly:kites", env=env)
+    assert code == 1
+    assert "unknown permission 'fly:kites'" in err
+
+
+async def test_operator_cannot_get_an_admin_scoped_token(database_url: str, tmp_path: Path) -> None:
+    env = cli_env(database_url, tmp_path)
+    assert (await isp("user", "add", "olga", "--role", "operator", env=env))[0] == 0
+    code, _, err = await isp("token", "issue", "olga", "--scope", "admin", env=env)
+    assert code == 1
+    assert "admin" in err
+
+
+async def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
+    env = cli_env("sqlite://" + str(tmp_path / "x.sqlite3"), tmp_path)
+    env["ISP_HOOK_TIMEOUT"] = "soon"
+    code, _, err = await isp("migrate", env=env)
+    assert code == 1
+    assert "ISP_HOOK_TIMEOUT" in err
+    assert "Traceback" not in err
