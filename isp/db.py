@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
@@ -55,6 +56,10 @@ async def init_db(settings: Settings) -> None:
     """
     if settings.is_sqlite:
         _ensure_sqlite_dir(settings.database_url)
+    # Tortoise caches each table's INSERT/UPDATE SQL under the connection *name*; a
+    # process that re-opens "default" on another dialect (tests, tools) would reuse SQL
+    # with the wrong placeholders.
+    EXECUTOR_CACHE.clear()
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
 
 

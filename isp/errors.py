@@ -13,6 +13,7 @@
     │   └── IllegalTransition     409  a service status move the state machine refuses
     ├── PayloadTooLarge           413
     ├── ValidationFailed          422  carries ``errors``: [{"loc": [...], "msg": ...}]
+    │   └── PluginInvalid         422  a plugin's manifest or code failed validation
     ├── StorageError              503  the object store failed or is unreachable
     ├── DatabaseUnavailable       503
     └── PluginError               422  raised by a plugin hook to abort a workflow
@@ -120,6 +121,17 @@ class ValidationFailed(ISPError):
     status = 422
     title = "Unprocessable Content"
     type_slug = "validation"
+
+
+class PluginInvalid(ValidationFailed):
+    """A plugin cannot be loaded: bad manifest, failed import, hooks not as declared.
+
+    The message names the file and field (``plugins/foo/manifest.json: version: ...``);
+    ``plugin`` names the plugin. At start-up it becomes the plugin's ``error`` status.
+    """
+
+    title = "Invalid plugin"
+    type_slug = "plugin-invalid"
 
 
 class StorageError(ISPError):

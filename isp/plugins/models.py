@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -14,7 +16,7 @@ class PluginRecord(Model):
     sha256 = fields.CharField(max_length=64, null=True)
     source = fields.CharField(max_length=16, default="local")
     enabled = fields.BooleanField(default=True)
-    settings = fields.JSONField(default=dict)
+    settings: dict[str, Any] = fields.JSONField(default=dict)
     installed_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

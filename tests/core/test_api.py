@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import pytest
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 
 from tests.conftest import Tokens, auth
 
@@ -16,7 +16,7 @@ ROUTER_PASSWORD = "r0uter-Pa55word!"
 PPPOE_PASSWORD = "pppoe-Secret-77"
 
 
-async def create_records(client: TestClientProtocol, token: str) -> dict[str, Any]:
+async def create_records(client: Client, token: str) -> dict[str, Any]:
     customer = await client.post(
         "/customers",
         json={"name": "Ada Subscriber", "email": "ada@example.net", "phone": "+44 20 7946 0000"},
@@ -59,7 +59,7 @@ async def create_records(client: TestClientProtocol, token: str) -> dict[str, An
 
 
 async def test_service_lifecycle_provision_suspend_resume_terminate(
-    client: TestClientProtocol, tokens: Tokens
+    client: Client, tokens: Tokens
 ) -> None:
     ids = await create_records(client, tokens.operator)
     service = ids["service_id"]
@@ -77,7 +77,7 @@ async def test_service_lifecycle_provision_suspend_resume_terminate(
 
 
 async def test_illegal_move_is_409_and_changes_nothing(
-    client: TestClientProtocol, tokens: Tokens
+    client: Client, tokens: Tokens
 ) -> None:
     ids = await create_records(client, tokens.operator)
     response = await client.post(
@@ -96,7 +96,7 @@ async def test_illegal_move_is_409_and_changes_nothing(
     "path", ["/services/9999/provision", "/services/9999", "/devices/9999/backups", "/jobs/0"]
 )
 async def test_unknown_id_is_404_problem(
-    client: TestClientProtocol, tokens: Tokens, path: str
+    client: Client, tokens: Tokens, path: str
 ) -> None:
     method = client.post if path.endswith("provision") else client.get
     response = await method(path, headers=auth(tokens.operator))
@@ -106,7 +106,7 @@ async def test_unknown_id_is_404_problem(
     assert {"type", "title", "status", "detail"} <= problem.keys()
 
 
-async def test_bad_body_is_422_naming_the_field(client: TestClientProtocol, tokens: Tokens) -> None:
+async def test_bad_body_is_422_naming_the_field(client: Client, tokens: Tokens) -> None:
     response = await client.post(
         "/plans",
         json={"name": "x", "download_mbps": -5, "upload_mbps": 10},
@@ -120,7 +120,7 @@ async def test_bad_body_is_422_naming_the_field(client: TestClientProtocol, toke
 
 
 async def test_unknown_field_and_non_json_body_are_422(
-    client: TestClientProtocol, tokens: Tokens
+    client: Client, tokens: Tokens
 ) -> None:
     extra = await client.post(
         "/customers", json={"name": "A", "colour": "red"}, headers=auth(tokens.operator)
@@ -137,7 +137,7 @@ async def test_unknown_field_and_non_json_body_are_422(
 
 
 async def test_service_referring_to_missing_records_is_422_per_field(
-    client: TestClientProtocol, tokens: Tokens
+    client: Client, tokens: Tokens
 ) -> None:
     response = await client.post(
         "/services",
@@ -149,7 +149,7 @@ async def test_service_referring_to_missing_records_is_422_per_field(
     assert locs == [["body", "customer_id"], ["body", "plan_id"], ["body", "device_id"]]
 
 
-async def test_no_token_is_401_and_bad_token_is_401(client: TestClientProtocol) -> None:
+async def test_no_token_is_401_and_bad_token_is_401(client: Client) -> None:
     for headers in ({}, {"Authorization": "Bearer isp_nothing_here"}, {"Authorization": "Basic x"}):
         response = await client.post("/customers", json={"name": "A"}, headers=headers)
         assert response.status_code == 401
@@ -157,13 +157,13 @@ async def test_no_token_is_401_and_bad_token_is_401(client: TestClientProtocol) 
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_no_token_with_bad_body_is_still_401(client: TestClientProtocol) -> None:
+async def test_no_token_with_bad_body_is_still_401(client: Client) -> None:
     response = await client.post("/plans", json={"download_mbps": "lots"})
     assert response.status_code == 401
 
 
 async def test_operator_token_on_admin_route_is_403(
-    client: TestClientProtocol, tokens: Tokens
+    client: Client, tokens: Tokens
 ) -> None:
     response = await client.get("/plugins", headers=auth(tokens.operator))
     assert response.status_code == 403
@@ -172,13 +172,13 @@ async def test_operator_token_on_admin_route_is_403(
     assert admin.status_code == 200
 
 
-async def test_read_only_token_cannot_write(client: TestClientProtocol, tokens: Tokens) -> None:
+async def test_read_only_token_cannot_write(client: Client, tokens: Tokens) -> None:
     response = await client.post("/customers", json={"name": "A"}, headers=auth(tokens.reader))
     assert response.status_code == 403
     assert "write" in (await response.get_json())["detail"]
 
 
-async def test_duplicate_plan_is_409(client: TestClientProtocol, tokens: Tokens) -> None:
+async def test_duplicate_plan_is_409(client: Client, tokens: Tokens) -> None:
     body = {"name": "biz-100", "download_mbps": 100, "upload_mbps": 100}
     first = await client.post("/plans", json=body, headers=auth(tokens.operator))
     assert first.status_code == 201
@@ -186,14 +186,14 @@ async def test_duplicate_plan_is_409(client: TestClientProtocol, tokens: Tokens)
     assert again.status_code == 409
 
 
-async def test_wrong_method_is_405_problem(client: TestClientProtocol) -> None:
+async def test_wrong_method_is_405_problem(client: Client) -> None:
     response = await client.delete("/customers")
     assert response.status_code == 405
     assert response.mimetype == "application/problem+json"
 
 
 async def test_router_password_never_leaves_the_server(
-    client: TestClientProtocol, tokens: Tokens, caplog: pytest.LogCaptureFixture
+    client: Client, tokens: Tokens, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     ids = await create_records(client, tokens.operator)
@@ -235,7 +235,7 @@ async def test_tokens_are_stored_hashed(tokens: Tokens) -> None:
     assert all(len(r["token_hash"]) == 64 for r in rows)
 
 
-async def test_revoked_token_is_401(client: TestClientProtocol, tokens: Tokens) -> None:
+async def test_revoked_token_is_401(client: Client, tokens: Tokens) -> None:
     from datetime import UTC, datetime
 
     from isp.auth.models import ApiToken
@@ -248,7 +248,7 @@ async def test_revoked_token_is_401(client: TestClientProtocol, tokens: Tokens) 
     assert response.status_code == 401
 
 
-async def test_healthz_and_openapi_need_no_token(client: TestClientProtocol) -> None:
+async def test_healthz_and_openapi_need_no_token(client: Client) -> None:
     assert (await client.get("/healthz")).status_code == 200
     ready = await client.get("/readyz")
     assert ready.status_code == 200

@@ -1,0 +1,123 @@
+"""Hook records: staged by the decorator, published by the registry, reported by emit.
+
+``@registry.hook(event)`` runs while the loader imports a plugin. It cannot know the
+plugin from its arguments, so the loader opens a *staging table* in a context variable
+for the duration of the import; the decorator appends there, and nothing reaches the
+dispatch tables until the loader has validated the whole plugin.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Final
+
+from isp.errors import PluginError
+from isp.plugins.manifest import EVENT, MAX_HOOK_TIMEOUT
+from isp.plugins.stats import HookStats
+
+NAMESPACE: Final = "isp_plugins"
+
+_STAGING: ContextVar[list[Registration] | None] = ContextVar("isp_plugin_staging", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A hook as the decorator saw it: event, function and the decorator's timeout."""
+
+    event: str
+    func: Callable[..., Any]
+    timeout: float | None
+    is_async: bool
+
+    @property
+    def function(self) -> str:
+        """``handlers.provision``: the function's name inside its plugin, for logs and errors."""
+        module = str(getattr(self.func, "__module__", "") or "")
+        parts = module.split(".")
+        if len(parts) >= 2 and parts[0] == NAMESPACE:
+            module = ".".join(parts[2:])
+        qualname = str(getattr(self.func, "__qualname__", repr(self.func)))
+        return f"{module}.{qualname}" if module else qualname
+
+
+def registration(event: str, func: Callable[..., Any], timeout: float | None) -> Registration:
+    """Validate a hook when it is registered, not when it is first called (as pluggy does)."""
+    if not isinstance(event, str) or not EVENT.match(event):
+        raise ValueError(f"registry.hook({event!r}): not an event name (lowercase, digits, '_')")
+    if timeout is not None and not 0 < timeout <= MAX_HOOK_TIMEOUT:
+        raise ValueError(
+            f"registry.hook({event!r}, timeout={timeout!r}): must be > 0 and <= {MAX_HOOK_TIMEOUT}"
+        )
+    if not callable(func):
+        raise TypeError(f"registry.hook({event!r}) decorates {func!r}, which is not callable")
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        raise TypeError(
+            f"registry.hook({event!r}) decorates generator {func.__qualname__}: "
+            "a hook is an 'async def' or 'def' function that returns"
+        )
+    # A callable object whose __call__ is ``async def`` is an async hook too.
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        type(func).__call__
+    )
+    return Registration(event, func, float(timeout) if timeout else None, is_async)
+
+
+@contextmanager
+def staging() -> Iterator[list[Registration]]:
+    """Collect the hooks registered inside the ``with`` block (the loader's import)."""
+    table: list[Registration] = []
+    token = _STAGING.set(table)
+    try:
+        yield table
+    finally:
+        _STAGING.reset(token)
+
+
+def staged_table() -> list[Registration] | None:
+    return _STAGING.get()
+
+
+class HookEntry:
+    """A published hook: one plugin's function for one event, with its stats.
+
+    ``hook`` is the hook's public name, which is its event name (a plugin has at most
+    one hook per event); ``function`` names the Python function for debugging.
+    ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
+    """
+
+    __slots__ = ("critical", "event", "func", "function", "hook", "is_async", "plugin",
+                 "stats", "timeout")
+
+    def __init__(
+        self, plugin: str, reg: Registration, *, timeout: float | None, critical: bool
+    ) -> None:
+        self.plugin = plugin
+        self.hook = reg.event
+        self.event = reg.event
+        self.function = reg.function
+        self.func = reg.func
+        self.is_async = reg.is_async
+        self.timeout = timeout
+        self.critical = critical
+        self.stats = HookStats()
+
+    def __repr__(self) -> str:
+        return f"<HookEntry {self.plugin}.{self.hook} -> {self.function}>"
+
+
+@dataclass(slots=True)
+class HookResult:
+    """What one hook returned (``value``) and how long it took (``duration``, seconds).
+
+    ``error`` is set only for a non-critical hook that failed without aborting.
+    """
+
+    plugin: str
+    hook: str
+    value: Any
+    duration: float
+    error: PluginError | None = None

@@ -1,0 +1,243 @@
+"""Run: import a described plugin under ``isp_plugins.<name>``, validate it, hand it over.
+
+:func:`load` is all-or-nothing. The plugin's hooks go to a staging table during the
+import and come back inside a :class:`LoadedPlugin` only when the whole plugin is valid:
+manifest checks first (no code runs for a plugin that cannot work here), then the
+import, then ``plugin`` and the hooks against the manifest. Publishing into the registry
+is the caller's move, so a reload can import a new version while the old one serves,
+and swap only when the new one is good.
+
+Modules are compiled from source every time (:class:`FreshSourceLoader`): a ``.pyc``
+from a file rewritten within the same second with the same size would otherwise load
+stale code. ``sys.path`` is never touched; a meta-path finder serves ``isp_plugins.*``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import CodeType, ModuleType
+
+import isp
+from isp.errors import PluginInvalid
+from isp.plugins.discovery import PluginSource
+from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, staging
+from isp.plugins.manifest import Manifest
+from isp.plugins.plugin import Plugin
+
+HANDLERS = "handlers"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPlugin:
+    """A validated plugin, not yet published: its code, object, manifest and hooks."""
+
+    name: str
+    path: Path
+    manifest: Manifest
+    plugin: Plugin
+    modules: dict[str, ModuleType]
+    entries: tuple[HookEntry, ...]
+
+
+class FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles from source on every import: no bytecode is read or written."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+class _PluginFinder(importlib.abc.MetaPathFinder):
+    """Finds ``isp_plugins.<name>.<sub>`` in the plugin's folder, loaded fresh."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if path is None or not fullname.startswith(f"{NAMESPACE}.") or fullname.count(".") < 2:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None or type(spec.loader) is not (
+            importlib.machinery.SourceFileLoader
+        ):
+            return spec
+        return importlib.util.spec_from_file_location(
+            fullname,
+            spec.origin,
+            loader=FreshSourceLoader(fullname, spec.origin),
+            submodule_search_locations=spec.submodule_search_locations,
+        )
+
+
+def load(
+    source: PluginSource, known_events: Iterable[str], isp_version: str = isp.__version__
+) -> LoadedPlugin:
+    """Import and validate ``source``; raises ``PluginInvalid`` naming file and problem.
+
+    Blocking (file reads, module execution). Whatever was in ``sys.modules`` under the
+    plugin's namespace before (a version still serving) is put back when this fails.
+    """
+    manifest = preflight(source, known_events, isp_version)
+    previous = detach(source.name)
+    try:
+        exposed, registrations = _import(source)
+        plugin, entries = _validate(source, manifest, exposed, registrations)
+    except BaseException:
+        detach(source.name)
+        reinstate(previous)
+        raise
+    plugin.bind(manifest)
+    modules = _namespace_modules(source.name)
+    return LoadedPlugin(source.name, source.path, manifest, plugin, modules, entries)
+
+
+def preflight(source: PluginSource, known_events: Iterable[str], isp_version: str) -> Manifest:
+    """The checks that need only the manifest, run before any plugin code."""
+    if source.error is not None or source.manifest is None:
+        raise PluginInvalid(source.error or f"{source.label}: unreadable", plugin=source.name)
+    manifest = source.manifest
+    incompatible = manifest.isp_incompatibility(isp_version)
+    if incompatible:
+        raise PluginInvalid(f"{source.label}/manifest.json: {incompatible}", plugin=source.name)
+    known = set(known_events) | set(manifest.events)
+    for spec in manifest.hooks:
+        if spec.name not in known:
+            raise PluginInvalid(
+                f"{source.label}/manifest.json: hooks: {spec.name!r} is not a known event; "
+                f"known events: {', '.join(sorted(known))} (a plugin may add events in "
+                "\"events\")",
+                plugin=source.name,
+            )
+    return manifest
+
+
+def detach(name: str) -> dict[str, ModuleType]:
+    """Remove the plugin's modules from ``sys.modules`` and return them (unload = discard)."""
+    modules = _namespace_modules(name)
+    for module_name in modules:
+        del sys.modules[module_name]
+    namespace = sys.modules.get(NAMESPACE)
+    if namespace is not None and name in namespace.__dict__:
+        delattr(namespace, name)
+    return modules
+
+
+def reinstate(modules: dict[str, ModuleType]) -> None:
+    """Put a plugin version's modules back (its code imports lazily from them)."""
+    sys.modules.update(modules)
+
+
+def _namespace_modules(name: str) -> dict[str, ModuleType]:
+    prefix = f"{NAMESPACE}.{name}"
+    return {
+        key: module
+        for key, module in list(sys.modules.items())
+        if key == prefix or key.startswith(f"{prefix}.")
+    }
+
+
+def _ensure_namespace() -> None:
+    """Create the ``isp_plugins`` package (a bare namespace) and its finder, once."""
+    if NAMESPACE not in sys.modules:
+        namespace = ModuleType(NAMESPACE, "Plugins loaded by isp.plugins.loader.")
+        namespace.__path__ = []
+        namespace.__spec__ = importlib.machinery.ModuleSpec(NAMESPACE, None, is_package=True)
+        sys.modules[NAMESPACE] = namespace
+    if not any(isinstance(finder, _PluginFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PluginFinder())
+
+
+def _import(source: PluginSource) -> tuple[object, list[Registration]]:
+    _ensure_namespace()
+    module_name = f"{NAMESPACE}.{source.name}"
+    init = source.path / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        module_name,
+        init,
+        loader=FreshSourceLoader(module_name, str(init)),
+        submodule_search_locations=[str(source.path)],
+    )
+    if spec is None or spec.loader is None:  # pragma: no cover - a file location always works
+        raise PluginInvalid(f"{source.label}/__init__.py: cannot be imported", plugin=source.name)
+    module = importlib.util.module_from_spec(spec)
+    importlib.invalidate_caches()  # a hot reload may have added files a cache has not seen
+    with staging() as table:
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+            if (source.path / f"{HANDLERS}.py").is_file() and (
+                f"{module_name}.{HANDLERS}" not in sys.modules
+            ):
+                importlib.import_module(f"{module_name}.{HANDLERS}")
+        except (Exception, SystemExit) as exc:
+            raise PluginInvalid(_import_failure(source, exc), plugin=source.name) from exc
+    return getattr(module, "plugin", None), table
+
+
+def _import_failure(source: PluginSource, exc: BaseException) -> str:
+    """``plugins/foo/handlers.py:3: import failed: ModuleNotFoundError: ...``."""
+    where = f"{source.label}/__init__.py"
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{_relative(source, exc.filename)}:{exc.lineno}"
+    else:
+        root = source.path.resolve()
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if Path(frame.filename).resolve().is_relative_to(root):
+                where = f"{_relative(source, frame.filename)}:{frame.lineno}"
+                break
+    return f"{where}: import failed: {type(exc).__name__}: {exc}"
+
+
+def _relative(source: PluginSource, filename: str) -> str:
+    try:
+        inner = Path(filename).resolve().relative_to(source.path.resolve())
+    except ValueError:
+        return filename
+    return f"{source.label}/{inner.as_posix()}"
+
+
+def _validate(
+    source: PluginSource, manifest: Manifest, plugin: object, registrations: list[Registration]
+) -> tuple[Plugin, tuple[HookEntry, ...]]:
+    """``plugin`` is a Plugin and the registered hooks are exactly the declared ones."""
+    if not isinstance(plugin, Plugin):
+        raise PluginInvalid(
+            f"{source.label}/__init__.py: must expose `plugin = Plugin()` "
+            f"(from isp.plugins import Plugin), found {type(plugin).__name__}",
+            plugin=source.name,
+        )
+    by_event: dict[str, Registration] = {}
+    for reg in registrations:
+        if reg.event in by_event:
+            raise PluginInvalid(
+                f"{source.label}: two hooks for {reg.event!r} ({by_event[reg.event].function} "
+                f"and {reg.function}); a plugin has one hook per event",
+                plugin=source.name,
+            )
+        by_event[reg.event] = reg
+    for declared in manifest.hooks:
+        if declared.name not in by_event:
+            raise PluginInvalid(
+                f"{source.label}/manifest.json: hooks: declares {declared.name!r} but no "
+                f"function is registered for it (add @registry.hook({declared.name!r}))",
+                plugin=source.name,
+            )
+    entries: list[HookEntry] = []
+    for reg in registrations:
+        spec = manifest.hook(reg.event)
+        if spec is None:
+            raise PluginInvalid(
+                f"{source.label}: {reg.function} is registered for {reg.event!r} but "
+                f"manifest.json does not declare it: add {reg.event!r} to \"hooks\"",
+                plugin=source.name,
+            )
+        timeout = reg.timeout or spec.timeout
+        entries.append(HookEntry(source.name, reg, timeout=timeout, critical=spec.critical))
+    return plugin, tuple(entries)

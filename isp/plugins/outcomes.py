@@ -1,0 +1,128 @@
+"""How one hook call ended: counted, logged, and turned into the error the API shows.
+
+Every finished call goes through here exactly once: ``succeeded`` on the hot path,
+``settle`` otherwise. A failure becomes a ``PluginError`` carrying ``plugin``, ``hook``,
+``event`` and ``detail`` in ``extra`` (rendered into problem+json): the hook's own
+``PluginError`` (its status, 422 by default), ``HookTimeout`` (504) or ``HookCrashed``
+(502, traceback logged). Several critical failures aggregate into ``WorkflowAborted``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from isp.errors import HookCrashed, HookTimeout, PluginError, WorkflowAborted
+from isp.plugins.hooks import HookEntry, HookResult
+
+log = logging.getLogger("isp.plugins.dispatch")
+
+
+def succeeded(entry: HookEntry, value: Any, duration: float) -> HookResult:
+    """The hot path: an async hook that returned in time."""
+    entry.stats.ok(duration)
+    if log.isEnabledFor(logging.INFO):
+        log_call(logging.INFO, entry, "ok", duration)
+    return HookResult(entry.plugin, entry.hook, value, duration)
+
+
+def settle(
+    entry: HookEntry,
+    event: str,
+    timeout: float,
+    value: Any,
+    error: BaseException | None,
+    expired: bool,
+    duration: float,
+) -> HookResult:
+    """Classify one finished call, count it, log it; a failure goes in ``result.error``."""
+    if error is None and not expired:
+        if not inspect.isawaitable(value):
+            return succeeded(entry, value, duration)
+        if inspect.iscoroutine(value):
+            value.close()
+        error = TypeError("a sync hook returned an awaitable: declare it 'async def'")
+    failure = failure_of(entry, event, timeout, error, expired)
+    entry.stats.failed(duration, timeout=expired)
+    if isinstance(failure, HookCrashed):
+        log_call(logging.ERROR, entry, "crashed", duration, failure.detail, error)
+    else:
+        outcome = "timeout" if expired else "refused"
+        log_call(logging.WARNING, entry, outcome, duration, failure.detail)
+    return HookResult(entry.plugin, entry.hook, None, duration, failure)
+
+
+def failure_of(
+    entry: HookEntry, event: str, timeout: float, error: BaseException | None, expired: bool
+) -> PluginError:
+    """The error that names plugin, hook and why; ``extra`` feeds the problem+json."""
+    failure: PluginError
+    if expired:
+        detail = f"hook {entry.plugin}.{entry.hook} did not finish within {timeout:g} s"
+        failure = HookTimeout(detail, timeout=timeout)
+    elif isinstance(error, PluginError):
+        failure = error  # the plugin's own status and message; fill in what it left out
+    else:
+        detail = f"hook {entry.plugin}.{entry.hook} crashed: {type(error).__name__}: {error}"
+        failure = HookCrashed(detail[:500])
+        failure.__cause__ = error
+    failure.extra.setdefault("plugin", entry.plugin)
+    failure.extra.setdefault("hook", entry.hook)
+    failure.extra.setdefault("event", event)
+    failure.extra.setdefault("detail", failure.detail)
+    return failure
+
+
+def aggregate(failures: list[PluginError], event: str) -> PluginError:
+    """One failure as is; several as ``WorkflowAborted`` with the first one's status."""
+    first = failures[0]
+    if len(failures) == 1:
+        return first
+    items = [
+        {"plugin": f.plugin, "hook": f.hook, "status": f.status_code, "detail": f.detail}
+        for f in failures
+    ]
+    summary = "; ".join(f"{f.plugin}.{f.hook}: {f.detail}" for f in failures)
+    aborted = WorkflowAborted(
+        f"{len(failures)} hooks failed on {event}: {summary}",
+        status=first.status_code,
+        failures=items,
+        plugin=first.plugin,
+        hook=first.hook,
+        event=event,
+    )
+    aborted.__cause__ = first
+    return aborted
+
+
+def log_call(
+    level: int,
+    entry: HookEntry,
+    outcome: str,
+    duration: float,
+    detail: str = "",
+    error: BaseException | None = None,
+) -> None:
+    """One line per hook call; never the hook's arguments, which may carry secrets."""
+    if not log.isEnabledFor(level):
+        return
+    duration_ms = round(duration * 1000, 3)
+    log.log(
+        level,
+        "hook %s.%s %s in %.1f ms%s",
+        entry.plugin,
+        entry.hook,
+        outcome,
+        duration_ms,
+        f": {detail}" if detail else "",
+        exc_info=error,
+        extra={
+            "plugin": entry.plugin,
+            "hook": entry.hook,
+            "event": entry.event,
+            "function": entry.function,
+            "duration_ms": duration_ms,
+            "outcome": outcome,
+        },
+    )

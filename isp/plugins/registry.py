@@ -1,0 +1,224 @@
+"""``PluginRegistry``: who hooks which event, and ``emit`` to call them.
+
+Dispatch reads one immutable mapping, event -> ``EventPlan`` (the enabled hooks in a
+fixed order, with resolved timeouts). Every change (publish, withdraw, enable, disable,
+a new default timeout) builds a new mapping and swaps it in with one assignment, so an
+emit in flight keeps the snapshot it started with and never sees half a change.
+
+The registry knows nothing of files, modules or the database: the loader publishes
+validated plugins into it and the runtime persists enabled flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from isp.plugins.dispatch import Emission, EventPlan, dispatch_one
+from isp.plugins.hooks import (
+    HookEntry,
+    HookResult,
+    Registration,
+    registration,
+    staged_table,
+)
+from isp.plugins.manifest import EVENT, MAX_HOOK_TIMEOUT
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class _Published:
+    __slots__ = ("enabled", "entries", "events")
+
+    def __init__(self, entries: tuple[HookEntry, ...], enabled: bool, events: frozenset[str]):
+        self.entries = entries
+        self.enabled = enabled
+        self.events = events
+
+
+class PluginRegistry:
+    """The hook tables and the dispatcher.
+
+    ``adhoc_owner``: a registry for tests accepts ``@hook`` outside a plugin import and
+    publishes the function at once under that plugin name; the application's registry
+    (``adhoc_owner=None``) refuses, because there a hook only exists through its plugin.
+    """
+
+    def __init__(
+        self, *, default_timeout: float = DEFAULT_TIMEOUT, adhoc_owner: str | None = None
+    ) -> None:
+        self._default_timeout = _check_timeout(default_timeout)
+        self._adhoc_owner = adhoc_owner
+        self._declared: frozenset[str] = frozenset()
+        self._events: frozenset[str] = frozenset()
+        self._plugins: dict[str, _Published] = {}
+        self._plans: dict[str, EventPlan] = {}
+
+    # -- configuration ---------------------------------------------------------------
+
+    def configure(self, *, default_timeout: float) -> None:
+        """Set the timeout of hooks that declare none (``ISP_HOOK_TIMEOUT``)."""
+        self._default_timeout = _check_timeout(default_timeout)
+        self._rebuild()
+
+    def declare_events(self, events: Iterable[str]) -> None:
+        """Add events to the catalogue hooks may register for (idempotent)."""
+        names = frozenset(events)
+        for name in names:
+            if not EVENT.match(name):
+                raise ValueError(f"{name!r} is not an event name (lowercase, digits, '_', '.')")
+        self._declared |= names
+        self._rebuild()
+
+    @property
+    def default_timeout(self) -> float:
+        return self._default_timeout
+
+    @property
+    def events(self) -> frozenset[str]:
+        """Declared events plus those declared by published plugins' manifests."""
+        return self._events
+
+    # -- registration ----------------------------------------------------------------
+
+    def hook(
+        self,
+        event: str,
+        *,
+        timeout: float | None = None,
+        plugin: str | None = None,
+        critical: bool = True,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as the plugin's hook for ``event``.
+
+        ``timeout`` (seconds) wins over the manifest's and ``ISP_HOOK_TIMEOUT``.
+        ``plugin`` and ``critical`` are for test registries only; a plugin declares
+        criticality in its manifest.
+        """
+        if timeout is not None:
+            _check_timeout(timeout)  # fail at the decorator line, not at import's end
+
+        def decorate(func: F) -> F:
+            reg = registration(event, func, timeout)
+            table = staged_table()
+            if table is not None:
+                if plugin is not None or not critical:
+                    raise TypeError(
+                        f"registry.hook({event!r}): plugin= and critical= are for test "
+                        "registries; declare criticality in manifest.json"
+                    )
+                table.append(reg)
+                return func
+            if self._adhoc_owner is None:
+                raise RuntimeError(
+                    f"registry.hook({event!r}) on {reg.function} ran outside a plugin import: "
+                    "hooks are collected when the loader imports plugins/<name>/; in tests "
+                    "use the plugin_registry fixture"
+                )
+            self._register_adhoc(plugin or self._adhoc_owner, reg, critical)
+            return func
+
+        return decorate
+
+    def _register_adhoc(self, owner: str, reg: Registration, critical: bool) -> None:
+        """A test registry publishes a hook at once, validated as the loader would."""
+        if reg.event not in self._events:
+            known = ", ".join(sorted(self._events)) or "(none declared)"
+            raise ValueError(f"registry.hook({reg.event!r}): unknown event; known: {known}")
+        current = self._plugins.get(owner)
+        entries = current.entries if current else ()
+        if any(e.event == reg.event for e in entries):
+            raise ValueError(f"plugin {owner!r} already has a hook for {reg.event!r}")
+        entry = HookEntry(owner, reg, timeout=reg.timeout, critical=critical)
+        self.publish(owner, (*entries, entry), enabled=current.enabled if current else True)
+
+    def publish(
+        self,
+        plugin: str,
+        entries: Sequence[HookEntry],
+        *,
+        enabled: bool = True,
+        events: Iterable[str] = (),
+    ) -> None:
+        """Install (or atomically replace) a validated plugin's hooks."""
+        self._plugins[plugin] = _Published(tuple(entries), enabled, frozenset(events))
+        self._rebuild()
+
+    def withdraw(self, plugin: str) -> None:
+        """Remove a plugin's hooks; emits already running finish with them."""
+        if self._plugins.pop(plugin, None) is not None:
+            self._rebuild()
+
+    def set_enabled(self, plugin: str, enabled: bool) -> None:
+        published = self._plugins.get(plugin)
+        if published is None:
+            raise KeyError(plugin)
+        if published.enabled != enabled:
+            self._plugins[plugin] = _Published(published.entries, enabled, published.events)
+            self._rebuild()
+
+    # -- introspection ---------------------------------------------------------------
+
+    def is_enabled(self, plugin: str) -> bool:
+        published = self._plugins.get(plugin)
+        return published is not None and published.enabled
+
+    def plugins(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def entries(self, plugin: str) -> tuple[HookEntry, ...]:
+        published = self._plugins.get(plugin)
+        return published.entries if published else ()
+
+    def hooks_for(self, event: str) -> tuple[HookEntry, ...]:
+        """The enabled hooks ``emit(event)`` would call now, in call order."""
+        plan = self._plans.get(event)
+        return plan.hooks if plan else ()
+
+    def timeout_of(self, entry: HookEntry) -> float:
+        return entry.timeout or self._default_timeout
+
+    # -- dispatch --------------------------------------------------------------------
+
+    async def emit(self, event: str, /, *args: Any, **kwargs: Any) -> list[HookResult]:
+        """Call every enabled hook of ``event`` concurrently; see :mod:`isp.plugins.dispatch`.
+
+        Returns one ``HookResult`` per hook in a stable order (plugin name, then
+        registration). Raises the failing hook's ``PluginError`` (``HookTimeout``,
+        ``HookCrashed``), or ``WorkflowAborted`` when several failed, only after every
+        hook it started has finished.
+        """
+        plan = self._plans.get(event)
+        if plan is None:
+            if event not in self._events:
+                raise ValueError(f"emit({event!r}): unknown event")
+            return []
+        if len(plan.hooks) == 1:
+            return [await dispatch_one(plan.hooks[0], plan.timeouts[0], event, args, kwargs)]
+        return await Emission(plan, event).run(args, kwargs)
+
+    def _rebuild(self) -> None:
+        events = set(self._declared)
+        table: dict[str, list[HookEntry]] = {}
+        for name in sorted(self._plugins):
+            published = self._plugins[name]
+            events |= published.events
+            if published.enabled:
+                for entry in published.entries:
+                    table.setdefault(entry.event, []).append(entry)
+        plans = {event: EventPlan(tuple(hooks), self._default_timeout)
+                 for event, hooks in table.items()}
+        self._events = frozenset(events)
+        self._plans = plans  # the one assignment emits observe
+
+
+def _check_timeout(value: float) -> float:
+    if not 0 < value <= MAX_HOOK_TIMEOUT:
+        raise ValueError(f"hook timeout must be > 0 and <= {MAX_HOOK_TIMEOUT}, got {value!r}")
+    return float(value)
+
+
+registry = PluginRegistry()
+"""The application's registry: the core emits through it, plugins register on it."""

@@ -1,0 +1,295 @@
+"""``PluginRuntime``: the plugins of one running service, from disk to dispatch table.
+
+It ties the parts together: discovery (find and describe), the loader (import and
+validate), the registry (publish, enable, disable) and ``PluginRecord`` (the enabled
+flag, shared by every instance and surviving restarts). One plugin failing never stops
+the others: it is listed with ``status: "error"`` and the reason. A reload that fails
+keeps the previous version serving and records ``reload_error``.
+
+Order of a (re)load: import and validate (worker thread) -> ``on_load`` -> ``on_enable``
+when enabled -> publish (one atomic swap) -> the old version's ``on_disable`` and
+``on_unload``. Lifecycle callbacks run under ``ISP_HOOK_TIMEOUT``; sync ones in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import inspect
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from isp.config import Settings
+from isp.errors import NotFound, PluginInvalid
+from isp.plugins.discovery import PluginSource, describe, discover_async
+from isp.plugins.loader import LoadedPlugin, detach, load, reinstate
+from isp.plugins.manifest import SLUG
+from isp.plugins.models import PluginRecord
+from isp.plugins.registry import PluginRegistry
+
+log = logging.getLogger("isp.plugins.runtime")
+
+
+@dataclass
+class PluginState:
+    """What the runtime knows of one plugin folder; ``loaded`` is the version serving."""
+
+    name: str
+    source: PluginSource
+    enabled: bool = True
+    origin: str = "local"
+    sha256: str | None = None
+    loaded: LoadedPlugin | None = None
+    loaded_at: datetime | None = None
+    error: str | None = None
+    reload_error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.loaded is None:
+            return "error"
+        return "active" if self.enabled else "disabled"
+
+    def to_json(self) -> dict[str, Any]:
+        manifest = self.loaded.manifest if self.loaded else self.source.manifest
+        return {
+            "name": self.name,
+            "version": manifest.version if manifest else None,
+            "description": manifest.description if manifest else "",
+            "hooks": list(manifest.hook_names) if manifest else [],
+            "enabled": self.enabled,
+            "status": self.status,
+            "error": self.error if self.loaded is None else None,
+            "sha256": self.sha256,
+            "source": self.origin,
+            "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
+            "reload_error": self.reload_error,
+        }
+
+
+class PluginRuntime:
+    """Start, stop, describe, enable and disable the plugins under ``settings.plugins_dir``."""
+
+    def __init__(self, settings: Settings, registry: PluginRegistry) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._states: dict[str, PluginState] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def registry(self) -> PluginRegistry:
+        return self._registry
+
+    async def start(self) -> None:
+        """Discover and load every plugin; Tortoise must be initialised and migrated."""
+        self._registry.configure(default_timeout=self._settings.hook_timeout)
+        sources = await discover_async(self._settings.plugins_dir)
+        async with self._lock:
+            records = await self._sync_records(sources)
+            for source in sources:
+                record = records.get(source.name)
+                self._states[source.name] = PluginState(
+                    name=source.name,
+                    source=source,
+                    enabled=record.enabled if record else True,
+                    origin=record.source if record else "local",
+                    sha256=record.sha256 if record else None,
+                )
+            for state in self._states.values():
+                await self._load(state, state.source)
+        active = sum(1 for s in self._states.values() if s.loaded is not None)
+        log.info("plugins started: %d loaded, %d failed", active, len(self._states) - active)
+
+    async def stop(self) -> None:
+        """Unload every plugin (``on_disable`` when enabled, then ``on_unload``)."""
+        async with self._lock:
+            for name in sorted(self._states, reverse=True):
+                await self._unload(self._states.pop(name))
+
+    async def load_plugin(self, name: str) -> dict[str, Any]:
+        """Load ``plugins_dir/<name>``, or reload it: the new version replaces the old
+        only when it is valid; otherwise the old one keeps serving (``reload_error``)."""
+        folder = self._settings.plugins_dir / name
+        source = await asyncio.to_thread(describe, folder)
+        async with self._lock:
+            state = self._states.get(name)
+            if state is None:
+                records = await self._sync_records([source])
+                record = records.get(name)
+                state = PluginState(name, source, enabled=record.enabled if record else True)
+                self._states[name] = state
+            await self._load(state, source)
+            if state.loaded is not None and state.loaded_at and state.source is source:
+                await self._sync_records([source])  # the version now serving
+            return self._describe(state)
+
+    async def unload_plugin(self, name: str) -> None:
+        """Drop a plugin's hooks and code; emits in flight finish on the old code."""
+        async with self._lock:
+            await self._unload(self._get(name))
+            del self._states[name]
+
+    async def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        """Enable or disable at run time, without unloading code; persisted in the DB."""
+        async with self._lock:
+            state = self._get(name)
+            loaded = state.loaded
+            if enabled != state.enabled:
+                if enabled and loaded is not None:
+                    await self._call(state, loaded, "on_enable")
+                await self._persist_enabled(state, enabled)
+                state.enabled = enabled
+                if loaded is not None:
+                    self._registry.set_enabled(name, enabled)
+                    if not enabled:
+                        await self._call_quietly(state, loaded, "on_disable")
+                log.info("plugin %s %s", name, "enabled" if enabled else "disabled",
+                         extra={"plugin": name, "enabled": enabled})
+            return self._describe(state)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """The plugin's JSON with per-hook ``stats`` (calls, failures, timeouts, p50/p95)."""
+        return self._describe(self._get(name))
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        return [self._states[name].to_json() for name in sorted(self._states)]
+
+    # -- internals -------------------------------------------------------------------
+
+    def _get(self, name: str) -> PluginState:
+        state = self._states.get(name)
+        if state is None:
+            raise NotFound(f"no plugin named {name!r}", plugin=name)
+        return state
+
+    def _describe(self, state: PluginState) -> dict[str, Any]:
+        stats = [
+            {
+                "hook": entry.hook,
+                "function": entry.function,
+                "timeout": self._registry.timeout_of(entry),
+                "critical": entry.critical,
+                **entry.stats.snapshot(),
+            }
+            for entry in (state.loaded.entries if state.loaded else ())
+        ]
+        return {**state.to_json(), "stats": stats}
+
+    def _known_events(self, source: PluginSource) -> set[str]:
+        """Core events plus every plugin's declared events (load order must not matter)."""
+        known = set(self._registry.events)
+        for state in self._states.values():
+            for manifest in (state.source.manifest, source.manifest):
+                if manifest is not None:
+                    known |= set(manifest.events)
+        return known
+
+    async def _load(self, state: PluginState, source: PluginSource) -> None:
+        old = state.loaded
+        try:
+            new = await asyncio.to_thread(load, source, self._known_events(source))
+        except PluginInvalid as exc:
+            self._failed(state, exc.detail)
+            return
+        except Exception as exc:  # a loader bug must not take the other plugins down
+            log.exception("plugin %s: unexpected loader error", state.name)
+            self._failed(state, f"{source.label}: cannot be loaded: {type(exc).__name__}: {exc}")
+            return
+        try:
+            await self._call(state, new, "on_load")
+            if state.enabled:
+                await self._call(state, new, "on_enable")
+        except PluginInvalid as exc:
+            await self._call_quietly(state, new, "on_unload")
+            detach(state.name)
+            if old is not None:
+                reinstate(old.modules)
+            self._failed(state, exc.detail)
+            return
+        self._registry.publish(state.name, new.entries, enabled=state.enabled,
+                               events=new.manifest.events)
+        state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
+        state.error = state.reload_error = None
+        log.info("plugin %s %s loaded", state.name, new.manifest.version,
+                 extra={"plugin": state.name, "version": new.manifest.version})
+        if old is not None:
+            if state.enabled:
+                await self._call_quietly(state, old, "on_disable")
+            await self._call_quietly(state, old, "on_unload")
+
+    def _failed(self, state: PluginState, why: str) -> None:
+        if state.loaded is not None:
+            state.reload_error = why
+            log.warning("plugin %s reload failed, previous version keeps serving: %s",
+                        state.name, why, extra={"plugin": state.name})
+        else:
+            state.error = why
+            log.error("plugin %s failed to load: %s", state.name, why,
+                      extra={"plugin": state.name})
+
+    async def _unload(self, state: PluginState) -> None:
+        loaded = state.loaded
+        if loaded is None:
+            return
+        self._registry.withdraw(state.name)
+        if state.enabled:
+            await self._call_quietly(state, loaded, "on_disable")
+        await self._call_quietly(state, loaded, "on_unload")
+        detach(state.name)
+        state.loaded = None
+
+    async def _call(self, state: PluginState, loaded: LoadedPlugin, name: str) -> None:
+        """Run a lifecycle callback under the hook timeout; failures become PluginInvalid."""
+        callback = loaded.plugin.callback(name)
+        if callback is None:
+            return
+        limit = self._settings.hook_timeout
+        try:
+            async with asyncio.timeout(limit):
+                if inspect.iscoroutinefunction(callback):
+                    await callback()
+                else:
+                    result = await asyncio.to_thread(callback)
+                    if inspect.isawaitable(result):
+                        await result
+        except TimeoutError as exc:
+            why = f"{state.source.label}: {name} did not finish within {limit:g} s"
+            raise PluginInvalid(why, plugin=state.name) from exc
+        except Exception as exc:
+            why = f"{state.source.label}: {name} failed: {type(exc).__name__}: {exc}"
+            raise PluginInvalid(why, plugin=state.name) from exc
+
+    async def _call_quietly(self, state: PluginState, loaded: LoadedPlugin, name: str) -> None:
+        """Callbacks of a plugin going away cannot veto it: log their failures."""
+        try:
+            await self._call(state, loaded, name)
+        except PluginInvalid as exc:
+            log.warning("%s", exc.detail, extra={"plugin": state.name})
+
+    async def _sync_records(self, sources: builtins.list[PluginSource]) -> dict[str, PluginRecord]:
+        """Create a record (enabled, source local) for each plugin seen for the first time."""
+        records = {r.name: r for r in await PluginRecord.all()}
+        for source in sources:
+            if not SLUG.match(source.name):
+                continue
+            version = source.manifest.version if source.manifest else None
+            record = records.get(source.name)
+            if record is None:
+                record, _ = await PluginRecord.get_or_create(
+                    name=source.name, defaults={"version": version, "source": "local"}
+                )
+                records[source.name] = record
+            elif record.source == "local" and version and record.version != version:
+                await PluginRecord.filter(name=source.name).update(version=version)
+        return records
+
+    async def _persist_enabled(self, state: PluginState, enabled: bool) -> None:
+        if not SLUG.match(state.name):
+            raise PluginInvalid(state.error or f"{state.name!r} is not a plugin name",
+                                plugin=state.name)
+        updated = await PluginRecord.filter(name=state.name).update(enabled=enabled)
+        if not updated:
+            version = state.source.manifest.version if state.source.manifest else None
+            await PluginRecord.create(name=state.name, version=version, enabled=enabled)

@@ -1,0 +1,91 @@
+"""Fixtures of the plugin tests: fixture plugins copied into a temporary plugins dir,
+an application-like registry, and databases.
+
+``settings`` and ``database_url`` (SQLite and PostgreSQL) come from ``tests/conftest.py``;
+``migrated`` opens Tortoise on them with the core schema, as the app's start-up does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+from isp.config import Settings
+from isp.core.events import CORE_EVENTS
+from isp.db import close_db, init_db, migrate
+from isp.plugins.loader import detach
+from isp.plugins.registry import PluginRegistry
+
+FIXTURE_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
+
+Install = Callable[..., Path]
+
+
+@pytest.fixture
+def plugins_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "plugins"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def install(plugins_dir: Path) -> Install:
+    """Copy fixture plugins (by folder name) into the plugins dir; returns the last path."""
+
+    def copy(*names: str) -> Path:
+        target = plugins_dir
+        for name in names:
+            target = plugins_dir / name
+            shutil.copytree(FIXTURE_PLUGINS / name, target)
+        return target
+
+    return copy
+
+
+@pytest.fixture
+def app_registry() -> Iterator[PluginRegistry]:
+    """A registry configured like the application's singleton, purged afterwards."""
+    registry = PluginRegistry()
+    registry.declare_events(CORE_EVENTS)
+    yield registry
+    for name in registry.plugins():
+        detach(name)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path, plugins_dir: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite://{tmp_path / 'isp.sqlite3'}",
+        data_dir=tmp_path / "data",
+        plugins_dir=plugins_dir,
+        hook_timeout=5,
+    )
+
+
+def forget_cached_sql() -> None:
+    """Tortoise caches INSERT/DELETE SQL per (connection name, table), not per dialect:
+    after a SQLite test, a PostgreSQL test would reuse '?' placeholders. Clear it."""
+    EXECUTOR_CACHE.clear()
+
+
+@pytest.fixture
+async def migrated(settings: Settings) -> AsyncIterator[Settings]:
+    """Tortoise open on a fresh database of each backend, core schema migrated."""
+    forget_cached_sql()
+    await init_db(settings)
+    await migrate()
+    yield settings
+    await close_db()
+
+
+@pytest.fixture
+async def migrated_sqlite(sqlite_settings: Settings) -> AsyncIterator[Settings]:
+    forget_cached_sql()
+    await init_db(sqlite_settings)
+    await migrate()
+    yield sqlite_settings
+    await close_db()
