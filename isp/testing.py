@@ -65,7 +65,6 @@ def load_plugin(registry: PluginRegistry, folder: str | Path, *, enabled: bool =
 @pytest.fixture
 async def db_session(tmp_path: Path) -> AsyncIterator[BaseDBAsyncClient]:
     """A transaction on a fresh, migrated SQLite database, rolled back after the test."""
-    from tortoise.backends.base.executor import EXECUTOR_CACHE
     from tortoise.transactions import in_transaction
 
     from isp.config import Settings
@@ -76,9 +75,6 @@ async def db_session(tmp_path: Path) -> AsyncIterator[BaseDBAsyncClient]:
         data_dir=tmp_path / "data",
         plugins_dir=tmp_path / "plugins",
     )
-    # Tortoise caches SQL per (connection name, table), not per dialect: a PostgreSQL
-    # test earlier in the process would leave '$1' placeholders behind.
-    EXECUTOR_CACHE.clear()
     await init_db(settings)
     try:
         await migrate()
