@@ -25,6 +25,7 @@ from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
 from isp.plugins import registry
 from isp.plugins.api import bp as plugins_bp
+from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
 from isp.problems import install_error_handlers
 from isp.storage import create_object_store
@@ -59,6 +60,8 @@ def create_app(settings: Settings) -> Quart:
     app.register_blueprint(health_bp)
     app.register_blueprint(core_bp)
     app.register_blueprint(plugins_bp)
+    reloader = PluginReloader(parts.plugins, settings.plugins_dir)
+    app.extensions["isp.reloader"] = reloader
 
     @app.before_serving
     async def start() -> None:
@@ -69,10 +72,13 @@ def create_app(settings: Settings) -> Quart:
         install_box(parts.box)
         await parts.store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
         await parts.plugins.start()
+        if settings.plugin_reload:
+            await reloader.start()
         log.info("service started", extra={"version": isp.__version__})
 
     @app.after_serving
     async def stop() -> None:
+        await reloader.stop()
         await parts.jobs.shutdown()
         await parts.plugins.stop()
         await parts.store.close()

@@ -153,6 +153,15 @@ class PluginRuntime:
         """The plugin's JSON with per-hook ``stats`` (calls, failures, timeouts, p50/p95)."""
         return self._describe(self._get(name))
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a plugin folder this runtime has seen (loaded or not)."""
+        return name in self._states
+
+    def version_of(self, name: str) -> str | None:
+        """The version serving now, or None when the plugin is unknown or not loaded."""
+        state = self._states.get(name)
+        return state.loaded.manifest.version if state and state.loaded else None
+
     def list(self) -> builtins.list[dict[str, Any]]:
         return [self._states[name].to_json() for name in sorted(self._states)]
 
