@@ -40,11 +40,13 @@ async def router(state: RouterState) -> AsyncIterator[RouterOSServer]:
         yield server
 
 
-def connect(router: RouterOSServer, username: str = "admin+ct", password: str = "secret",
-            **kwargs: Any) -> AbstractAsyncContextManager[asyncssh.SSHClientConnection]:
+def connect(
+    router: RouterOSServer, username: str = "admin+ct", password: str = "secret", **kwargs: Any
+) -> AbstractAsyncContextManager[asyncssh.SSHClientConnection]:
     options: dict[str, Any] = {"known_hosts": None, **kwargs}
-    return asyncssh.connect(router.host, router.port, username=username, password=password,
-                            **options)
+    return asyncssh.connect(
+        router.host, router.port, username=username, password=password, **options
+    )
 
 
 @pytest.fixture
@@ -71,8 +73,9 @@ async def test_banner_is_exactly_rossssh(router: RouterOSServer) -> None:
         await writer.wait_closed()
 
 
-async def test_host_key_is_rsa_2048(conn: asyncssh.SSHClientConnection,
-                                    router: RouterOSServer) -> None:
+async def test_host_key_is_rsa_2048(
+    conn: asyncssh.SSHClientConnection, router: RouterOSServer
+) -> None:
     assert conn.get_extra_info("server_version") == "SSH-2.0-ROSSSH"
     assert router.host_key.algorithm == b"ssh-rsa"
     assert router.host_key.pyca_key.key_size == 2048
@@ -93,8 +96,9 @@ async def test_wrong_password_is_refused(router: RouterOSServer) -> None:
             pass
 
 
-async def test_password_refused_once_user_has_a_key(router: RouterOSServer,
-                                                    state: RouterState) -> None:
+async def test_password_refused_once_user_has_a_key(
+    router: RouterOSServer, state: RouterState
+) -> None:
     key = asyncssh.generate_private_key("ssh-ed25519")
     state.authorized_keys["admin"] = [key.export_public_key().decode()]
     with pytest.raises(asyncssh.PermissionDenied):
@@ -112,8 +116,9 @@ async def test_password_refused_once_user_has_a_key(router: RouterOSServer,
         ("ssh-ed25519", asyncssh.KeyExchangeFailed),
     ],
 )
-async def test_changed_host_key_is_detected(state: RouterState, algorithm: str,
-                                            error: type[Exception]) -> None:
+async def test_changed_host_key_is_detected(
+    state: RouterState, algorithm: str, error: type[Exception]
+) -> None:
     async with RouterOSServer(state) as original:
         known = asyncssh.import_known_hosts(original.known_hosts_line)
         async with connect(original, known_hosts=known) as conn:
@@ -133,25 +138,34 @@ async def test_duplicate_secret_is_a_failure_text_with_exit_status_zero(
     assert await run(conn, add) == "failure: secret with the same name already exists\r\n"
 
 
-async def test_print_terse_lists_profiles_and_secrets(conn: asyncssh.SSHClientConnection,
-                                                      state: RouterState) -> None:
+async def test_print_terse_lists_profiles_and_secrets(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     await run(conn, "/ppp profile add name=plan-50 rate-limit=10M/50M")
-    await run(conn, '/ppp secret add name=alice password=pw service=pppoe profile=plan-50 '
-                    'remote-address=10.0.0.2 comment="flat 3"')
+    await run(
+        conn,
+        "/ppp secret add name=alice password=pw service=pppoe profile=plan-50 "
+        'remote-address=10.0.0.2 comment="flat 3"',
+    )
     assert await run(conn, "/ppp profile print terse where name=plan-50") == (
-        " 2   name=plan-50 rate-limit=10M/50M\r\n")
+        " 2   name=plan-50 rate-limit=10M/50M\r\n"
+    )
     assert (await run(conn, "/ppp profile print terse")).splitlines()[:2] == [
-        " 0 * name=default", " 1 * name=default-encryption"]
+        " 0 * name=default",
+        " 1 * name=default-encryption",
+    ]
     assert await run(conn, "/ppp secret print terse") == (
         ' 0   comment="flat 3" name=alice service=pppoe password=pw profile=plan-50 '
-        "remote-address=10.0.0.2\r\n")
+        "remote-address=10.0.0.2\r\n"
+    )
     table = (await run(conn, "/ppp secret print")).splitlines()
     assert table[0] == "Columns: NAME, SERVICE, PASSWORD, PROFILE, REMOTE-ADDRESS"
     assert state.secret("alice") is not None
 
 
-async def test_disable_enable_and_remove_a_secret(conn: asyncssh.SSHClientConnection,
-                                                  state: RouterState) -> None:
+async def test_disable_enable_and_remove_a_secret(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     await run(conn, "/ppp secret add name=bob password=pw service=pppoe")
     assert await run(conn, "/ppp secret disable [find name=bob]") == ""
     assert (await run(conn, "/ppp secret print terse where name=bob")).startswith(" 0 X ")
@@ -172,8 +186,9 @@ async def test_empty_find_is_a_silent_no_op(conn: asyncssh.SSHClientConnection) 
     assert await run(conn, "/ppp active remove [find name=nobody]") == ""
 
 
-async def test_disabling_a_secret_keeps_the_session(conn: asyncssh.SSHClientConnection,
-                                                   state: RouterState) -> None:
+async def test_disabling_a_secret_keeps_the_session(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     state.add_secret("carol", password="pw", service="pppoe")
     state.add_active("carol", "10.0.0.9")
     await run(conn, "/ppp secret disable [find name=carol]")
@@ -194,19 +209,21 @@ async def test_disabling_a_secret_keeps_the_session(conn: asyncssh.SSHClientConn
         ("/ppp secret print]", "syntax error (line 1 column 18)"),
         ("/system identity print extra", "expected end of command (line 1 column 24)"),
         ("/ppp secret add name=a nosuch=1", "expected end of command (line 1 column 24)"),
-        ("/ppp secret add name=a comment=two words",
-         "expected end of command (line 1 column 36)"),
+        ("/ppp secret add name=a comment=two words", "expected end of command (line 1 column 36)"),
         ("/ppp secret add name=a service=bogus", "input does not match any value of service"),
         ("/ppp secret add name=a profile=nope", "input does not match any value of profile"),
-        ("/ppp secret add name=a remote-address=10.0.0.256",
-         "invalid value for argument remote-address"),
+        (
+            "/ppp secret add name=a remote-address=10.0.0.256",
+            "invalid value for argument remote-address",
+        ),
         ("/ppp secret remove nobody", "no such item"),
         ("/file remove missing.backup", "no such item"),
         ("/ppp profile add name=default", "failure: profile with the same name already exists"),
     ],
 )
-async def test_error_texts(conn: asyncssh.SSHClientConnection, state: RouterState,
-                           command: str, expected: str) -> None:
+async def test_error_texts(
+    conn: asyncssh.SSHClientConnection, state: RouterState, command: str, expected: str
+) -> None:
     assert await run(conn, command) == expected + "\r\n"
     assert state.secrets == []
 
@@ -221,8 +238,9 @@ async def test_a_compile_error_runs_nothing_and_a_runtime_error_stops_the_line(
     assert [s.name for s in state.secrets] == ["a"]
 
 
-async def test_write_commands_need_permission(conn: asyncssh.SSHClientConnection,
-                                              state: RouterState) -> None:
+async def test_write_commands_need_permission(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     state.permissions_denied = True
     assert await run(conn, "/ppp secret add name=a") == "not enough permissions (9)\r\n"
     assert await run(conn, "/system backup save name=b") == "not enough permissions (9)\r\n"
@@ -231,8 +249,9 @@ async def test_write_commands_need_permission(conn: asyncssh.SSHClientConnection
     assert state.files == {}
 
 
-async def test_injected_error_replaces_the_next_statement(conn: asyncssh.SSHClientConnection,
-                                                          state: RouterState) -> None:
+async def test_injected_error_replaces_the_next_statement(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     state.fail_next("failure: out of memory", match="secret add")
     await run(conn, "/ppp profile add name=p")
     assert await run(conn, "/ppp secret add name=a") == "failure: out of memory\r\n"
@@ -257,10 +276,14 @@ async def test_unescaped_dollar_bracket_in_quotes_runs_a_command(
     assert state.secrets[0].password == "x"
 
 
-async def test_quoted_specials_stay_data(conn: asyncssh.SSHClientConnection,
-                                         state: RouterState) -> None:
-    await run(conn, '/ppp secret add name="a;/system reboot" '
-                    'password="p\\"q\\\\r\\$[/system reboot]$" comment="[/system reboot]"')
+async def test_quoted_specials_stay_data(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
+    await run(
+        conn,
+        '/ppp secret add name="a;/system reboot" '
+        'password="p\\"q\\\\r\\$[/system reboot]$" comment="[/system reboot]"',
+    )
     assert state.reboots == 0
     assert "/system reboot" not in state.executed
     secret = state.secrets[0]
@@ -271,34 +294,63 @@ async def test_quoted_specials_stay_data(conn: asyncssh.SSHClientConnection,
 
 @pytest.mark.parametrize(
     "value",
-    ['a;/system reboot', 'x$[/system reboot]', 'q"uo\\te', "[find]", "$var", "sp ace",
-     "tab\tnew\nline", "what?", "žluťoučký", "", "a=b"],
+    [
+        "a;/system reboot",
+        "x$[/system reboot]",
+        'q"uo\\te',
+        "[find]",
+        "$var",
+        "sp ace",
+        "tab\tnew\nline",
+        "what?",
+        "žluťoučký",
+        "",
+        "a=b",
+    ],
 )
-async def test_quote_round_trips_through_the_router(conn: asyncssh.SSHClientConnection,
-                                                    state: RouterState, value: str) -> None:
+async def test_quote_round_trips_through_the_router(
+    conn: asyncssh.SSHClientConnection, state: RouterState, value: str
+) -> None:
     await run(conn, f"/ppp secret add name=n password={quote(value)} comment={quote(value)}")
     assert (state.secrets[0].password, state.secrets[0].comment) == (value, value)
     assert state.reboots == 0
     assert state.variables_read == []
 
 
-async def test_export_header_and_sections(conn: asyncssh.SSHClientConnection,
-                                          state: RouterState) -> None:
+async def test_export_header_and_sections(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     state.add_profile("plan-50", rate_limit="10M/50M")
     state.add_secret("alice", password="pw", service="pppoe", profile="plan-50")
     lines = (await run(conn, "/export")).split("\r\n")
     assert V7_HEADER.match(lines[0])
-    assert lines[1:5] == ["# software id = ABCD-1234", "#", "# model = RB5009UG+S+",
-                          "# serial number = HD1234567"]
-    assert lines[5:] == ["/ppp profile", "add name=plan-50 rate-limit=10M/50M", "/ppp secret",
-                         "add name=alice profile=plan-50 service=pppoe", ""]
+    assert lines[1:5] == [
+        "# software id = ABCD-1234",
+        "#",
+        "# model = RB5009UG+S+",
+        "# serial number = HD1234567",
+    ]
+    assert lines[5:] == [
+        "/ppp profile",
+        "add name=plan-50 rate-limit=10M/50M",
+        "/ppp secret",
+        "add name=alice profile=plan-50 service=pppoe",
+        "",
+    ]
 
 
 def test_export_replays_into_the_same_configuration() -> None:
     source = RouterState(identity="Core 1")
     source.add_profile("plan-50", rate_limit="10M/50M", comment="fifty")
-    source.add_secret("alice", password='p"w$x\\', service="pppoe", profile="plan-50",
-                      remote_address="10.0.0.2", comment="c" * 50, disabled=True)
+    source.add_secret(
+        "alice",
+        password='p"w$x\\',
+        service="pppoe",
+        profile="plan-50",
+        remote_address="10.0.0.2",
+        comment="c" * 50,
+        disabled=True,
+    )
     source.add_secret("bob")
     script = Interpreter(source).run("/export show-sensitive").output
     replica = RouterState()
@@ -312,24 +364,30 @@ async def test_two_exports_differ_only_in_their_first_line(
     conn: asyncssh.SSHClientConnection, state: RouterState
 ) -> None:
     state.add_secret("alice", password="pw")
-    first, second = (await run(conn, "/export")).split("\r\n"), (await run(conn, "/export")).split(
-        "\r\n")
+    first, second = (
+        (await run(conn, "/export")).split("\r\n"),
+        (await run(conn, "/export")).split("\r\n"),
+    )
     assert first[0] != second[0]
     assert first[1:] == second[1:]
 
 
-async def test_show_sensitive_shows_passwords(conn: asyncssh.SSHClientConnection,
-                                              state: RouterState) -> None:
+async def test_show_sensitive_shows_passwords(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     state.add_secret("alice", password="s3cr3t", service="pppoe")
     assert "s3cr3t" not in await run(conn, "/export")
     assert "add name=alice password=s3cr3t service=pppoe\r\n" in await run(
-        conn, "/export show-sensitive")
+        conn, "/export show-sensitive"
+    )
 
 
-async def test_long_export_lines_wrap_with_backslash(conn: asyncssh.SSHClientConnection,
-                                                     state: RouterState) -> None:
-    state.add_secret("alice", password="pw", service="pppoe", comment="x" * 40,
-                     remote_address="10.0.0.2")
+async def test_long_export_lines_wrap_with_backslash(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
+    state.add_secret(
+        "alice", password="pw", service="pppoe", comment="x" * 40, remote_address="10.0.0.2"
+    )
     lines = (await run(conn, "/export show-sensitive")).split("\r\n")
     start = lines.index("/ppp secret") + 1
     assert lines[start].endswith(" \\")
@@ -343,17 +401,20 @@ async def test_legacy_v6_header_and_show_sensitive(state: RouterState) -> None:
     v6.add_secret("alice", password="pw")
     async with RouterOSServer(v6) as router, connect(router) as conn:
         assert await run(conn, "/export show-sensitive") == (
-            "expected end of command (line 1 column 9)\r\n")
+            "expected end of command (line 1 column 9)\r\n"
+        )
         lines = (await run(conn, "/export")).split("\r\n")
         assert V6_HEADER.match(lines[0])
         assert "add name=alice password=pw" in lines
         assert (await run(conn, "/ppp secret print")).startswith(" #   NAME ")
 
 
-async def test_backup_save_then_sftp_fetch_has_the_magic(conn: asyncssh.SSHClientConnection,
-                                                         state: RouterState) -> None:
+async def test_backup_save_then_sftp_fetch_has_the_magic(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     assert await run(conn, "/system backup save name=plain dont-encrypt=yes") == (
-        "Configuration backup saved\r\n")
+        "Configuration backup saved\r\n"
+    )
     await run(conn, '/system backup save name=sealed password="pass word"')
     assert "name=plain.backup type=backup" in await run(conn, "/file print terse")
     async with conn.start_sftp_client() as sftp:
@@ -371,8 +432,9 @@ async def test_backup_save_then_sftp_fetch_has_the_magic(conn: asyncssh.SSHClien
     assert await run(conn, "/file remove plain.backup") == "no such item\r\n"
 
 
-async def test_sftp_get_copies_a_file(conn: asyncssh.SSHClientConnection, state: RouterState,
-                                      tmp_path: object) -> None:
+async def test_sftp_get_copies_a_file(
+    conn: asyncssh.SSHClientConnection, state: RouterState, tmp_path: object
+) -> None:
     state.files["big.backup"] = bytes(range(256)) * 4000
     target = f"{tmp_path}/big.backup"
     async with conn.start_sftp_client() as sftp:
@@ -383,8 +445,9 @@ async def test_sftp_get_copies_a_file(conn: asyncssh.SSHClientConnection, state:
         assert local.read() == state.files["big.backup"]
 
 
-async def test_drop_during_export_loses_the_connection(router: RouterOSServer,
-                                                       state: RouterState) -> None:
+async def test_drop_during_export_loses_the_connection(
+    router: RouterOSServer, state: RouterState
+) -> None:
     state.add_secret("alice", password="pw")
     async with connect(router) as conn:
         full = await run(conn, "/export")
@@ -399,20 +462,23 @@ async def test_drop_during_export_loses_the_connection(router: RouterOSServer,
             await conn.run("/system identity print")
 
 
-async def test_export_delay_holds_the_output(conn: asyncssh.SSHClientConnection,
-                                             state: RouterState) -> None:
+async def test_export_delay_holds_the_output(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     state.export_delay = 0.5
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
             await conn.run("/export")
 
 
-async def test_several_commands_over_one_connection(conn: asyncssh.SSHClientConnection,
-                                                    state: RouterState) -> None:
+async def test_several_commands_over_one_connection(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
     for i in range(10):
         await run(conn, f"/ppp secret add name=user{i} password=pw{i} service=pppoe")
     outputs = await asyncio.gather(
-        *(run(conn, f"/ppp secret print terse where name=user{i}") for i in range(10)))
+        *(run(conn, f"/ppp secret print terse where name=user{i}") for i in range(10))
+    )
     assert [o.split()[1] for o in outputs] == [f"name=user{i}" for i in range(10)]
     assert len(state.exec_commands) == 20
 

@@ -14,6 +14,7 @@ class PluginRecord(Model):
     name = fields.CharField(max_length=64, primary_key=True)
     version = fields.CharField(max_length=64, null=True)
     sha256 = fields.CharField(max_length=64, null=True)
+    tree_sha256 = fields.CharField(max_length=64, null=True)
     source = fields.CharField(max_length=16, default="local")
     enabled = fields.BooleanField(default=True)
     settings: dict[str, Any] = fields.JSONField(default=dict)
@@ -22,3 +23,33 @@ class PluginRecord(Model):
 
     class Meta:
         table = "plugin_record"
+
+
+class PluginGeneration(Model):
+    """One row whose counter every plugin change increments, in the change's transaction.
+
+    Instances poll it to notice, cheaply, that another instance changed something.
+    """
+
+    id = fields.IntField(primary_key=True)
+    value = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "plugin_generation"
+
+
+class AuditEntry(Model):
+    """An administrative change: who did what, when, from which version to which."""
+
+    id = fields.IntField(primary_key=True)
+    at = fields.DatetimeField(auto_now_add=True)
+    actor = fields.CharField(max_length=64)
+    action = fields.CharField(max_length=32)
+    plugin = fields.CharField(max_length=64, null=True)
+    from_version = fields.CharField(max_length=64, null=True)
+    to_version = fields.CharField(max_length=64, null=True)
+    sha256 = fields.CharField(max_length=64, null=True)
+    detail: dict[str, Any] = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "audit_entry"

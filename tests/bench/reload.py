@@ -69,8 +69,13 @@ async def watchfiles_baseline(root: Path, samples: int) -> list[float]:
     events: asyncio.Queue[float] = asyncio.Queue()
 
     async def watch() -> None:
-        async for _ in awatch(target, watch_filter=PluginFileFilter(), debounce=DEBOUNCE_MS,
-                              step=STEP_MS, stop_event=stop):
+        async for _ in awatch(
+            target,
+            watch_filter=PluginFileFilter(),
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            stop_event=stop,
+        ):
             events.put_nowait(time.perf_counter())
 
     task = asyncio.create_task(watch())
@@ -86,16 +91,24 @@ async def watchfiles_baseline(root: Path, samples: int) -> list[float]:
     return latencies
 
 
-async def run(saves: int) -> None:
+def prepare() -> tuple[Path, Path, dict[str, str], str]:
+    """Plugin folder, settings and a token (blocking: done before the event loop runs)."""
     root = Path(tempfile.mkdtemp(prefix="isp-bench-reload-"))
     plugins = root / "plugins"
     plugin = plugins / "stamp"
     plugin.mkdir(parents=True)
     (plugin / "__init__.py").write_text("from isp.plugins import Plugin\n\nplugin = Plugin()\n")
     (plugin / "handlers.py").write_text(HANDLERS.format(generation=0))
-    (plugin / "manifest.json").write_text(json.dumps(
-        {"name": "stamp", "version": "1.0.0", "description": "bench", "hooks": ["customer_created"]}
-    ))
+    (plugin / "manifest.json").write_text(
+        json.dumps(
+            {
+                "name": "stamp",
+                "version": "1.0.0",
+                "description": "bench",
+                "hooks": ["customer_created"],
+            }
+        )
+    )
     env = {
         **os.environ,
         "ISP_DATABASE_URL": f"sqlite://{root / 'isp.sqlite3'}",
@@ -106,14 +119,28 @@ async def run(saves: int) -> None:
         "ISP_SECRET_KEY": "bench-secret-key-bench-secret-key-0123",
     }
     isp = [sys.executable, "-m", "isp"]
-    subprocess.run([*isp, "user", "add", "bench", "--role", "admin"], env=env, check=True,
-                   capture_output=True)
-    issued = subprocess.run([*isp, "token", "issue", "bench"], env=env, check=True,
-                            capture_output=True, text=True)
-    token = issued.stdout.strip().splitlines()[-1]
+    subprocess.run(
+        [*isp, "user", "add", "bench", "--role", "admin"], env=env, check=True, capture_output=True
+    )
+    issued = subprocess.run(
+        [*isp, "token", "issue", "bench"], env=env, check=True, capture_output=True, text=True
+    )
+    return root, plugin, env, issued.stdout.strip().splitlines()[-1]
+
+
+async def run(saves: int) -> None:
+    root, plugin, env, token = prepare()
     port = free_port()
-    server = subprocess.Popen([*isp, "serve", "--port", str(port)], env=env,
-                              stderr=subprocess.DEVNULL)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "isp",
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[str] = []
@@ -165,13 +192,15 @@ async def run(saves: int) -> None:
             rss_after = rss_mb(server.pid)
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        await asyncio.wait_for(server.wait(), timeout=10)
     baseline = await watchfiles_baseline(root, min(saves, 100))
 
     def row(name: str, values: list[float]) -> str:
         ms = [v * 1000 for v in values]
-        return (f"{name:<34}{statistics.median(ms):>8.1f}{percentile(ms, 0.95):>8.1f}"
-                f"{max(ms):>8.1f}{len(ms):>8d}")
+        return (
+            f"{name:<34}{statistics.median(ms):>8.1f}{percentile(ms, 0.95):>8.1f}"
+            f"{max(ms):>8.1f}{len(ms):>8d}"
+        )
 
     print(f"{'latency (ms)':<34}{'p50':>8}{'p95':>8}{'max':>8}{'n':>8}")
     print(row("save -> new code over HTTP", latencies))
@@ -179,10 +208,14 @@ async def run(saves: int) -> None:
     print(f"requests sent during the run: {requests}, failed: {len(failures)}")
     for failure in failures[:5]:
         print("  failure:", failure)
-    print(f"server RSS: {rss_before:.1f} MB before, {rss_after:.1f} MB after "
-          f"({rss_after - rss_before:+.1f} MB)")
-    print(f"server sys.modules: {modules_before} before, {modules_after} after "
-          f"({modules_after - modules_before:+d})")
+    print(
+        f"server RSS: {rss_before:.1f} MB before, {rss_after:.1f} MB after "
+        f"({rss_after - rss_before:+.1f} MB)"
+    )
+    print(
+        f"server sys.modules: {modules_before} before, {modules_after} after "
+        f"({modules_after - modules_before:+d})"
+    )
     print(f"goal p95 <= 150 ms: {'met' if percentile(latencies, 0.95) <= 0.150 else 'NOT met'}")
 
 
