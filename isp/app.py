@@ -24,9 +24,12 @@ from isp.core.jobs import JobRunner
 from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
 from isp.plugins import registry
+from isp.plugins.api import audit_bp
 from isp.plugins.api import bp as plugins_bp
 from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
+from isp.plugins.service import PluginService
+from isp.plugins.sync import PluginSync
 from isp.problems import install_error_handlers
 from isp.storage import create_object_store
 
@@ -60,6 +63,9 @@ def create_app(settings: Settings) -> Quart:
     app.register_blueprint(health_bp)
     app.register_blueprint(core_bp)
     app.register_blueprint(plugins_bp)
+    app.register_blueprint(audit_bp)
+    app.extensions["isp.plugin_service"] = PluginService(settings, parts.plugins, parts.store)
+    sync = PluginSync(settings, parts.plugins, parts.store)
     reloader = PluginReloader(parts.plugins, settings.plugins_dir)
     app.extensions["isp.reloader"] = reloader
 
@@ -72,6 +78,7 @@ def create_app(settings: Settings) -> Quart:
         install_box(parts.box)
         await parts.store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
         await parts.plugins.start()
+        await sync.start()
         if settings.plugin_reload:
             await reloader.start()
         log.info("service started", extra={"version": isp.__version__})
@@ -79,6 +86,7 @@ def create_app(settings: Settings) -> Quart:
     @app.after_serving
     async def stop() -> None:
         await reloader.stop()
+        await sync.stop()
         await parts.jobs.shutdown()
         await parts.plugins.stop()
         await parts.store.close()

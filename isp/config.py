@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     s3_plugins_bucket: str = "plugins"
     s3_backups_bucket: str = "backups"
     plugin_max_upload: int = Field(default=16 * 1024 * 1024, gt=0)
+    plugin_sync_interval: float = Field(default=1.0, gt=0, le=60)
     backup_concurrency: int = Field(default=50, ge=1, le=10_000)
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

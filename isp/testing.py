@@ -45,9 +45,9 @@ def plugin_registry() -> Iterator[PluginRegistry]:
         detach(name)  # plugins loaded with load_plugin() leave nothing in sys.modules
 
 
-def load_plugin(registry: PluginRegistry, folder: str | Path, *, enabled: bool = True) -> (
-    LoadedPlugin
-):
+def load_plugin(
+    registry: PluginRegistry, folder: str | Path, *, enabled: bool = True
+) -> LoadedPlugin:
     """Load the plugin in ``folder`` through the real loader and publish it in ``registry``.
 
     The manifest, the import and the hooks are validated exactly as at service start;

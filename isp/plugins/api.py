@@ -7,16 +7,22 @@ exceptions, which the application renders as problem+json (unknown plugin -> 404
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
-from quart import Blueprint, current_app
+from quart import Blueprint, current_app, request
 from quart_schema import tag
 
-from isp.auth.guard import require
+from isp.auth.guard import current_principal, require
 from isp.auth.permissions import PLUGINS_MANAGE
+from isp.errors import ValidationFailed
+from isp.plugins.models import AuditEntry
 from isp.plugins.runtime import PluginRuntime
+from isp.plugins.service import PluginService
 
 EXTENSION: Final = "isp.plugins"
+SERVICE_EXTENSION: Final = "isp.plugin_service"
+AUDIT_PAGE: Final = 100
 
 bp = Blueprint("plugins", __name__, url_prefix="/plugins")
 
@@ -26,6 +32,23 @@ def runtime() -> PluginRuntime:
     if not isinstance(found, PluginRuntime):  # pragma: no cover - wiring error
         raise TypeError(f"app.extensions[{EXTENSION!r}] is not a PluginRuntime")
     return found
+
+
+def service() -> PluginService:
+    found = current_app.extensions[SERVICE_EXTENSION]
+    if not isinstance(found, PluginService):  # pragma: no cover - wiring error
+        raise TypeError(f"app.extensions[{SERVICE_EXTENSION!r}] is not a PluginService")
+    return found
+
+
+def _flag(name: str) -> bool:
+    value = request.args.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValidationFailed(
+            f"query parameter {name!r} must be true or false, not {value!r}",
+            errors=[{"loc": ["query", name], "msg": "must be true or false"}],
+        )
+    return value in ("true", "1", "yes")
 
 
 @bp.get("")
@@ -49,7 +72,7 @@ async def get_plugin(name: str) -> dict[str, Any]:
 @require("admin", PLUGINS_MANAGE)
 async def enable_plugin(name: str) -> dict[str, Any]:
     """Start dispatching the plugin's hooks; survives restarts."""
-    return await runtime().set_enabled(name, True)
+    return await service().set_enabled(name, True, current_principal().user_name)
 
 
 @bp.put("/<name>/disable")
@@ -57,4 +80,69 @@ async def enable_plugin(name: str) -> dict[str, Any]:
 @require("admin", PLUGINS_MANAGE)
 async def disable_plugin(name: str) -> dict[str, Any]:
     """Stop dispatching the plugin's hooks without unloading its code; survives restarts."""
-    return await runtime().set_enabled(name, False)
+    return await service().set_enabled(name, False, current_principal().user_name)
+
+
+@bp.post("/upload")
+@tag(["plugins"])
+@require("admin", PLUGINS_MANAGE)
+async def upload_plugin() -> tuple[dict[str, Any], int]:
+    """Install (201) or upgrade (200) from a zip in the multipart field ``file``.
+
+    409 for the same version with other content or an older version (``?force=true``
+    downgrades), 413 over ``ISP_PLUGIN_MAX_UPLOAD``, 422 for an invalid zip or plugin.
+    """
+    force = _flag("force")
+    uploaded = (await request.files).get("file")
+    if uploaded is None:
+        raise ValidationFailed(
+            "send the plugin zip as the multipart/form-data field 'file'",
+            errors=[{"loc": ["body", "file"], "msg": "field required"}],
+        )
+    data = await asyncio.to_thread(uploaded.read)
+    return await service().upload(data, current_principal().user_name, force=force)
+
+
+@bp.delete("/<name>")
+@tag(["plugins"])
+@require("admin", PLUGINS_MANAGE)
+async def uninstall_plugin(name: str) -> tuple[str, int]:
+    """Unload and remove the plugin; its data and settings are kept unless ?purge=true."""
+    await service().uninstall(name, current_principal().user_name, purge=_flag("purge"))
+    return "", 204
+
+
+audit_bp = Blueprint("audit", __name__)
+
+
+@audit_bp.get("/audit")
+@tag(["plugins"])
+@require("admin")
+async def list_audit() -> dict[str, Any]:
+    """Administrative changes, newest first (``?before=<id>`` pages back)."""
+    query = AuditEntry.all().order_by("-id").limit(AUDIT_PAGE)
+    before = request.args.get("before")
+    if before is not None:
+        if not before.isdigit():
+            raise ValidationFailed(
+                "query parameter 'before' must be an entry id",
+                errors=[{"loc": ["query", "before"], "msg": "must be an integer"}],
+            )
+        query = query.filter(id__lt=int(before))
+    entries = await query
+    return {
+        "entries": [
+            {
+                "id": e.id,
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "plugin": e.plugin,
+                "from_version": e.from_version,
+                "to_version": e.to_version,
+                "sha256": e.sha256,
+                "detail": e.detail,
+            }
+            for e in entries
+        ]
+    }

@@ -76,8 +76,23 @@ async def dispatch_one(
 class Emission:
     """The state of one emit to several hooks: their tasks, outcomes and deadlines."""
 
-    __slots__ = ("aborting", "done", "event", "expired", "failures", "fatal", "handle",
-                 "hooks", "loop", "pending", "results", "start", "state", "tasks", "timeouts")
+    __slots__ = (
+        "aborting",
+        "done",
+        "event",
+        "expired",
+        "failures",
+        "fatal",
+        "handle",
+        "hooks",
+        "loop",
+        "pending",
+        "results",
+        "start",
+        "state",
+        "tasks",
+        "timeouts",
+    )
 
     def __init__(self, plan: EventPlan, event: str) -> None:
         count = len(plan.hooks)
@@ -157,8 +172,9 @@ class Emission:
     def _record(
         self, i: int, entry: HookEntry, value: Any, error: BaseException | None, duration: float
     ) -> None:
-        result = settle(entry, self.event, self.timeouts[i], value, error, self.expired[i],
-                         duration)
+        result = settle(
+            entry, self.event, self.timeouts[i], value, error, self.expired[i], duration
+        )
         if result.error is not None and entry.critical:
             self.failures.append(result.error)
             self._abort()

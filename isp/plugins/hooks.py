@@ -60,9 +60,7 @@ def registration(event: str, func: Callable[..., Any], timeout: float | None) ->
             "a hook is an 'async def' or 'def' function that returns"
         )
     # A callable object whose __call__ is ``async def`` is an async hook too.
-    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        type(func).__call__
-    )
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
     return Registration(event, func, float(timeout) if timeout else None, is_async)
 
 
@@ -89,8 +87,17 @@ class HookEntry:
     ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
     """
 
-    __slots__ = ("critical", "event", "func", "function", "hook", "is_async", "plugin",
-                 "stats", "timeout")
+    __slots__ = (
+        "critical",
+        "event",
+        "func",
+        "function",
+        "hook",
+        "is_async",
+        "plugin",
+        "stats",
+        "timeout",
+    )
 
     def __init__(
         self, plugin: str, reg: Registration, *, timeout: float | None, critical: bool

@@ -64,8 +64,10 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
         if path is None or not fullname.startswith(f"{NAMESPACE}.") or fullname.count(".") < 2:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.origin is None or type(spec.loader) is not (
-            importlib.machinery.SourceFileLoader
+        if (
+            spec is None
+            or spec.origin is None
+            or type(spec.loader) is not (importlib.machinery.SourceFileLoader)
         ):
             return spec
         return importlib.util.spec_from_file_location(
@@ -112,7 +114,7 @@ def preflight(source: PluginSource, known_events: Iterable[str], isp_version: st
             raise PluginInvalid(
                 f"{source.label}/manifest.json: hooks: {spec.name!r} is not a known event; "
                 f"known events: {', '.join(sorted(known))} (a plugin may add events in "
-                "\"events\")",
+                '"events")',
                 plugin=source.name,
             )
     return manifest
@@ -235,7 +237,7 @@ def _validate(
         if spec is None:
             raise PluginInvalid(
                 f"{source.label}: {reg.function} is registered for {reg.event!r} but "
-                f"manifest.json does not declare it: add {reg.event!r} to \"hooks\"",
+                f'manifest.json does not declare it: add {reg.event!r} to "hooks"',
                 plugin=source.name,
             )
         timeout = reg.timeout or spec.timeout

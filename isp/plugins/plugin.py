@@ -8,6 +8,11 @@ Lifecycle callbacks take no arguments and may be sync or async:
 - ``on_enable``: the plugin starts serving (at start-up when enabled, and on enable);
 - ``on_disable``: it stops serving (on disable, and before unloading an enabled plugin);
 - ``on_unload``: its code is about to be dropped (stop, reload, uninstall).
+
+``Plugin(settings=Model)`` declares a pydantic model of the plugin's settings; hooks read
+``plugin.settings``, the values in force at that moment (defaults < stored through
+``PUT /plugins/<name>/settings`` < ``ISP_PLUGIN_<NAME>__<FIELD>``), so a change reaches
+the next hook call without a reload. See :mod:`isp.plugins.settings`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+from pydantic import BaseModel
 
+from isp.plugins.settings import settings_store
+
+if TYPE_CHECKING:
     from isp.plugins.manifest import Manifest
 
 Callback: TypeAlias = Callable[[], Awaitable[None] | None]
@@ -26,7 +33,7 @@ CALLBACKS: Final = ("on_load", "on_enable", "on_disable", "on_unload")
 
 @final
 class Plugin:
-    """A plugin's identity and lifecycle; ``settings`` is the pydantic model of its settings."""
+    """A plugin's identity, lifecycle and settings (``settings_model`` is the class)."""
 
     __slots__ = (
         "manifest",
@@ -35,7 +42,7 @@ class Plugin:
         "on_enable",
         "on_load",
         "on_unload",
-        "settings",
+        "settings_model",
         "version",
     )
 
@@ -56,11 +63,15 @@ class Plugin:
         ):
             if callback is not None and not callable(callback):
                 raise TypeError(f"Plugin({name}=...) must be callable, got {callback!r}")
+        if settings is not None and not (
+            isinstance(settings, type) and issubclass(settings, BaseModel)
+        ):
+            raise TypeError(f"Plugin(settings=...) must be a pydantic model, got {settings!r}")
         self.on_load = on_load
         self.on_unload = on_unload
         self.on_enable = on_enable
         self.on_disable = on_disable
-        self.settings = settings
+        self.settings_model = settings
         self.name: str | None = None
         self.version: str | None = None
         self.manifest: Manifest | None = None
@@ -70,6 +81,24 @@ class Plugin:
         self.name = manifest.name
         self.version = manifest.version
         self.manifest = manifest
+        # Registering is I/O-free: the stored values are read later by the store's refresh.
+        if self.settings_model is not None:
+            settings_store.register(manifest.name, self.settings_model)
+        else:
+            settings_store.forget(manifest.name)
+
+    @property
+    def settings(self) -> BaseModel | None:
+        """The settings in force now (an instance of ``settings_model``), or None.
+
+        Cheap (no I/O): call it on every hook call rather than keeping the value.
+        """
+        model = self.settings_model
+        if model is None:
+            return None
+        if self.name is None:  # not loaded by the service: defaults
+            return settings_store.defaults(model)
+        return settings_store.current(self.name, model)
 
     def callback(self, name: str) -> Callback | None:
         if name not in CALLBACKS:

@@ -208,8 +208,9 @@ class PluginRegistry:
             if published.enabled:
                 for entry in published.entries:
                     table.setdefault(entry.event, []).append(entry)
-        plans = {event: EventPlan(tuple(hooks), self._default_timeout)
-                 for event, hooks in table.items()}
+        plans = {
+            event: EventPlan(tuple(hooks), self._default_timeout) for event, hooks in table.items()
+        }
         self._events = frozenset(events)
         self._plans = plans  # the one assignment emits observe
 

@@ -19,15 +19,17 @@ import inspect
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from isp.config import Settings
 from isp.errors import NotFound, PluginInvalid
 from isp.plugins.discovery import PluginSource, describe, discover_async
 from isp.plugins.loader import LoadedPlugin, detach, load, reinstate
-from isp.plugins.manifest import SLUG
+from isp.plugins.manifest import SLUG, Manifest
 from isp.plugins.models import PluginRecord
 from isp.plugins.registry import PluginRegistry
+from isp.plugins.store import tree_digest_async
 
 log = logging.getLogger("isp.plugins.runtime")
 
@@ -41,6 +43,7 @@ class PluginState:
     enabled: bool = True
     origin: str = "local"
     sha256: str | None = None
+    tree_sha256: str | None = None
     loaded: LoadedPlugin | None = None
     loaded_at: datetime | None = None
     error: str | None = None
@@ -96,6 +99,7 @@ class PluginRuntime:
                     enabled=record.enabled if record else True,
                     origin=record.source if record else "local",
                     sha256=record.sha256 if record else None,
+                    tree_sha256=record.tree_sha256 if record else None,
                 )
             for state in self._states.values():
                 await self._load(state, state.source)
@@ -108,9 +112,15 @@ class PluginRuntime:
             for name in sorted(self._states, reverse=True):
                 await self._unload(self._states.pop(name))
 
-    async def load_plugin(self, name: str) -> dict[str, Any]:
+    async def load_plugin(
+        self, name: str, *, installed: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
         """Load ``plugins_dir/<name>``, or reload it: the new version replaces the old
-        only when it is valid; otherwise the old one keeps serving (``reload_error``)."""
+        only when it is valid; otherwise the old one keeps serving (``reload_error``).
+
+        ``installed`` = (zip sha256, tree sha256) marks an uploaded version: its files are
+        checked against the tree digest before every load from now on.
+        """
         folder = self._settings.plugins_dir / name
         source = await asyncio.to_thread(describe, folder)
         async with self._lock:
@@ -118,9 +128,23 @@ class PluginRuntime:
             if state is None:
                 records = await self._sync_records([source])
                 record = records.get(name)
-                state = PluginState(name, source, enabled=record.enabled if record else True)
+                state = PluginState(
+                    name,
+                    source,
+                    enabled=record.enabled if record else True,
+                    origin=record.source if record else "local",
+                    sha256=record.sha256 if record else None,
+                    tree_sha256=record.tree_sha256 if record else None,
+                )
                 self._states[name] = state
+            previous = (state.origin, state.sha256, state.tree_sha256)
+            if installed is not None:
+                state.origin, (state.sha256, state.tree_sha256) = "upload", installed
             await self._load(state, source)
+            if installed is not None and (
+                state.loaded is None or state.loaded.path != folder or state.reload_error
+            ):
+                state.origin, state.sha256, state.tree_sha256 = previous
             if state.loaded is not None and state.loaded_at and state.source is source:
                 await self._sync_records([source])  # the version now serving
             return self._describe(state)
@@ -145,13 +169,64 @@ class PluginRuntime:
                     self._registry.set_enabled(name, enabled)
                     if not enabled:
                         await self._call_quietly(state, loaded, "on_disable")
-                log.info("plugin %s %s", name, "enabled" if enabled else "disabled",
-                         extra={"plugin": name, "enabled": enabled})
+                log.info(
+                    "plugin %s %s",
+                    name,
+                    "enabled" if enabled else "disabled",
+                    extra={"plugin": name, "enabled": enabled},
+                )
             return self._describe(state)
 
     def describe(self, name: str) -> dict[str, Any]:
         """The plugin's JSON with per-hook ``stats`` (calls, failures, timeouts, p50/p95)."""
         return self._describe(self._get(name))
+
+    async def validate_candidate(self, folder: Path) -> Manifest:
+        """Import and validate a plugin folder that is not installed yet (an upload).
+
+        The version serving under the same name is untouched: its modules are put back
+        in ``sys.modules`` once the candidate passed. Raises ``PluginInvalid``.
+        """
+        source = await asyncio.to_thread(describe, folder)
+        async with self._lock:
+            state = self._states.get(source.name)
+            serving = state.loaded.modules if state and state.loaded else {}
+            candidate = await asyncio.to_thread(load, source, self._known_events(source))
+            detach(source.name)
+            reinstate(serving)
+        return candidate.manifest
+
+    def apply_enabled(self, name: str, enabled: bool) -> None:
+        """Follow an enabled flag another instance persisted (no database write here)."""
+        state = self._states.get(name)
+        if state is not None and state.enabled != enabled:
+            state.enabled = enabled
+            if state.loaded is not None:
+                self._registry.set_enabled(name, enabled)
+
+    def loaded_tree_sha256(self, name: str) -> str | None:
+        """Tree digest of the uploaded version this instance serves, if any."""
+        state = self._states.get(name)
+        return state.tree_sha256 if state and state.loaded else None
+
+    def origin_of(self, name: str) -> str | None:
+        state = self._states.get(name)
+        return state.origin if state else None
+
+    def mark_broken(self, name: str, why: str) -> None:
+        """Record that a plugin cannot be served (e.g. checksum mismatch) and withdraw it."""
+        state = self._states.get(name)
+        if state is None:
+            return
+        if state.loaded is not None:
+            self._registry.withdraw(name)
+            detach(name)
+            state.loaded = None
+        state.error = why
+        log.error("plugin %s: %s", name, why, extra={"plugin": name})
+
+    def names(self) -> builtins.list[str]:
+        return sorted(self._states)
 
     def knows(self, name: str) -> bool:
         """Whether ``name`` is a plugin folder this runtime has seen (loaded or not)."""
@@ -197,6 +272,16 @@ class PluginRuntime:
 
     async def _load(self, state: PluginState, source: PluginSource) -> None:
         old = state.loaded
+        if state.origin == "upload" and state.tree_sha256:
+            actual = await tree_digest_async(source.path)
+            if actual != state.tree_sha256:
+                self._failed(
+                    state,
+                    f"{source.label}: checksum mismatch: the files differ from the uploaded "
+                    f"version (expected tree sha256 {state.tree_sha256[:12]}..., found "
+                    f"{actual[:12]}...); reinstall the plugin or restore its files",
+                )
+                return
         try:
             new = await asyncio.to_thread(load, source, self._known_events(source))
         except PluginInvalid as exc:
@@ -217,12 +302,17 @@ class PluginRuntime:
                 reinstate(old.modules)
             self._failed(state, exc.detail)
             return
-        self._registry.publish(state.name, new.entries, enabled=state.enabled,
-                               events=new.manifest.events)
+        self._registry.publish(
+            state.name, new.entries, enabled=state.enabled, events=new.manifest.events
+        )
         state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
         state.error = state.reload_error = None
-        log.info("plugin %s %s loaded", state.name, new.manifest.version,
-                 extra={"plugin": state.name, "version": new.manifest.version})
+        log.info(
+            "plugin %s %s loaded",
+            state.name,
+            new.manifest.version,
+            extra={"plugin": state.name, "version": new.manifest.version},
+        )
         if old is not None:
             if state.enabled:
                 await self._call_quietly(state, old, "on_disable")
@@ -231,12 +321,15 @@ class PluginRuntime:
     def _failed(self, state: PluginState, why: str) -> None:
         if state.loaded is not None:
             state.reload_error = why
-            log.warning("plugin %s reload failed, previous version keeps serving: %s",
-                        state.name, why, extra={"plugin": state.name})
+            log.warning(
+                "plugin %s reload failed, previous version keeps serving: %s",
+                state.name,
+                why,
+                extra={"plugin": state.name},
+            )
         else:
             state.error = why
-            log.error("plugin %s failed to load: %s", state.name, why,
-                      extra={"plugin": state.name})
+            log.error("plugin %s failed to load: %s", state.name, why, extra={"plugin": state.name})
 
     async def _unload(self, state: PluginState) -> None:
         loaded = state.loaded
@@ -290,14 +383,30 @@ class PluginRuntime:
                     name=source.name, defaults={"version": version, "source": "local"}
                 )
                 records[source.name] = record
+            elif record.source == "removed":
+                # an uninstalled plugin's folder is back, as a local plugin
+                await PluginRecord.filter(name=source.name).update(
+                    source="local",
+                    version=version,
+                    enabled=True,
+                    sha256=None,
+                    tree_sha256=None,
+                )
+                record.source, record.enabled, record.sha256, record.tree_sha256 = (
+                    "local",
+                    True,
+                    None,
+                    None,
+                )
             elif record.source == "local" and version and record.version != version:
                 await PluginRecord.filter(name=source.name).update(version=version)
         return records
 
     async def _persist_enabled(self, state: PluginState, enabled: bool) -> None:
         if not SLUG.match(state.name):
-            raise PluginInvalid(state.error or f"{state.name!r} is not a plugin name",
-                                plugin=state.name)
+            raise PluginInvalid(
+                state.error or f"{state.name!r} is not a plugin name", plugin=state.name
+            )
         updated = await PluginRecord.filter(name=state.name).update(enabled=enabled)
         if not updated:
             version = state.source.manifest.version if state.source.manifest else None

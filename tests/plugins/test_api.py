@@ -13,10 +13,12 @@ from quart.typing import TestClientProtocol as Client
 from isp.auth.roles import add_user, ensure_builtin_roles, upsert_role
 from isp.auth.tokens import issue_token
 from isp.config import Settings
-from isp.plugins.api import EXTENSION, bp
+from isp.plugins.api import EXTENSION, SERVICE_EXTENSION, bp
 from isp.plugins.registry import PluginRegistry
 from isp.plugins.runtime import PluginRuntime
+from isp.plugins.service import PluginService
 from isp.problems import install_error_handlers
+from isp.storage import LocalObjectStore
 from tests.plugins.conftest import Install
 
 
@@ -37,6 +39,8 @@ async def api(
     install_error_handlers(app)
     runtime = PluginRuntime(migrated_sqlite, app_registry)
     app.extensions[EXTENSION] = runtime
+    store = LocalObjectStore(migrated_sqlite.objects_dir)
+    app.extensions[SERVICE_EXTENSION] = PluginService(migrated_sqlite, runtime, store)
     app.register_blueprint(bp)
     await ensure_builtin_roles()
     await upsert_role("auditor", ["admin"])

@@ -1,0 +1,292 @@
+"""``PluginService``: install, upgrade, enable, disable and uninstall, all or nothing.
+
+An upload goes: validate the zip in memory -> stage its files in a dot-folder of
+``ISP_PLUGINS_DIR`` -> import and validate the staged code (the serving version keeps
+serving) -> store the zip in the object store under ``<name>/<version>/<sha256>.zip``
+-> swap the folder in with renames -> load it -> write the record, the audit entry and
+bump the plugin generation in one transaction. Any failure undoes what was done, in
+reverse: no folder, no record, no object left behind, the old version still serving.
+
+Every change bumps ``PluginGeneration``; other instances poll it (:mod:`sync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from packaging.version import Version
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import F
+from tortoise.transactions import in_transaction
+
+import isp
+from isp.config import Settings
+from isp.errors import Conflict, ISPError, NotFound, PluginInvalid, ValidationFailed
+from isp.plugins import store as files
+from isp.plugins.manifest import Manifest
+from isp.plugins.models import AuditEntry, PluginGeneration, PluginRecord
+from isp.plugins.runtime import PluginRuntime
+from isp.storage import ObjectStore
+
+log = logging.getLogger("isp.plugins.service")
+
+UPLOAD_DIR_PREFIX = ".upload-"
+
+
+async def bump_generation(conn: BaseDBAsyncClient) -> None:
+    """Tell every instance that plugin state changed (inside the change's transaction)."""
+    updated = await PluginGeneration.filter(id=1).using_db(conn).update(value=F("value") + 1)
+    if not updated:
+        await PluginGeneration.create(id=1, value=1, using_db=conn)
+
+
+async def audit(
+    conn: BaseDBAsyncClient, actor: str, action: str, plugin: str, **fields: Any
+) -> None:
+    await AuditEntry.create(actor=actor, action=action, plugin=plugin, using_db=conn, **fields)
+
+
+class PluginService:
+    """The plugin administration verbs behind the REST API and ``isp plugins``."""
+
+    def __init__(self, settings: Settings, runtime: PluginRuntime, store: ObjectStore) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._store = store
+        self._lock = asyncio.Lock()
+
+    @property
+    def bucket(self) -> str:
+        return self._settings.s3_plugins_bucket
+
+    # -- install / upgrade -------------------------------------------------------------
+
+    async def upload(
+        self, data: bytes, actor: str, *, force: bool = False
+    ) -> tuple[dict[str, Any], int]:
+        """Install or upgrade from a zip; (Plugin JSON, 201 installed | 200 upgraded/same)."""
+        archive = await files.inspect_zip_async(
+            data,
+            max_size=self._settings.plugin_max_upload,
+            validate_manifest=Manifest.model_validate,
+        )
+        manifest = Manifest.model_validate(archive.manifest)
+        name = manifest.name
+        if archive.root_prefix and archive.root_prefix != name:
+            raise ValidationFailed(
+                f"the zip's folder {archive.root_prefix!r} does not match the manifest name "
+                f"{name!r}; rename one",
+                errors=[{"loc": ["manifest.json", "name"], "msg": "does not match the folder"}],
+            )
+        incompatible = manifest.isp_incompatibility(isp.__version__)
+        if incompatible:
+            raise PluginInvalid(
+                f"{name}/manifest.json: {incompatible}",
+                plugin=name,
+                errors=[{"loc": ["manifest.json", "requires_isp"], "msg": incompatible}],
+            )
+        async with self._lock:
+            record = await PluginRecord.get_or_none(name=name)
+            installed = record.version if record and record.source != "removed" else None
+            if installed is not None:
+                assert record is not None
+                if Version(manifest.version) == Version(installed):
+                    if record.sha256 == archive.sha256:
+                        return self._runtime.describe(name), 200
+                    raise Conflict(
+                        f"{name} {installed} is installed with different content "
+                        f"(sha256 {(record.sha256 or 'local files')[:12]}...); "
+                        "publish the change under a new version",
+                        plugin=name,
+                        installed=installed,
+                        uploaded=manifest.version,
+                    )
+                if Version(manifest.version) < Version(installed) and not force:
+                    raise Conflict(
+                        f"{name} {installed} is installed; {manifest.version} would be a "
+                        "downgrade (add ?force=true to downgrade)",
+                        plugin=name,
+                        installed=installed,
+                        uploaded=manifest.version,
+                    )
+            action = "install" if installed is None else "upgrade"
+            await self._install(data, archive, manifest, record, actor, action, installed)
+            return self._runtime.describe(name), 201 if installed is None else 200
+
+    async def _install(
+        self,
+        data: bytes,
+        archive: files.PluginArchive,
+        manifest: Manifest,
+        record: PluginRecord | None,
+        actor: str,
+        action: str,
+        installed: str | None,
+    ) -> None:
+        name, plugins_dir = manifest.name, self._settings.plugins_dir
+        key = files.object_key(name, manifest.version, archive.sha256)
+        async with self._staged(archive, name) as candidate:
+            await self._runtime.validate_candidate(candidate)
+            object_existed = await self._store.exists(self.bucket, key)
+            if not object_existed:
+                await files.upload(
+                    self._store, self.bucket, data, name, manifest.version, archive.sha256
+                )
+            backup: Path | None = None
+            promoted = False
+            try:
+                backup = await files.promote_async(candidate, plugins_dir, name)
+                promoted = True
+                described = await self._runtime.load_plugin(
+                    name, installed=(archive.sha256, archive.tree_sha256)
+                )
+                _raise_if_not_serving(name, described)
+                async with in_transaction() as conn:
+                    enabled = record.enabled if record and record.source != "removed" else True
+                    await PluginRecord.update_or_create(
+                        name=name,
+                        defaults={
+                            "version": manifest.version,
+                            "sha256": archive.sha256,
+                            "tree_sha256": archive.tree_sha256,
+                            "source": "upload",
+                            "enabled": enabled,
+                        },
+                        using_db=conn,
+                    )
+                    await audit(
+                        conn,
+                        actor,
+                        action,
+                        name,
+                        from_version=installed,
+                        to_version=manifest.version,
+                        sha256=archive.sha256,
+                    )
+                    await bump_generation(conn)
+            except BaseException:
+                if promoted:
+                    await self._restore(name, backup)
+                if not object_existed:
+                    with contextlib.suppress(ISPError):
+                        await self._store.delete(self.bucket, key)
+                raise
+            await files.discard_async(backup)
+        log.info(
+            "plugin %s %s: %s -> %s",
+            name,
+            action,
+            installed or "-",
+            manifest.version,
+            extra={
+                "plugin": name,
+                "action": action,
+                "from_version": installed,
+                "to_version": manifest.version,
+                "sha256": archive.sha256,
+            },
+        )
+
+    async def _restore(self, name: str, backup: Path | None) -> None:
+        """Put the previous folder back and serve it again (or unload a failed install)."""
+        await asyncio.to_thread(_remove_tree, self._settings.plugins_dir / name)
+        await files.rollback_async(backup, self._settings.plugins_dir, name)
+        if backup is None:
+            if self._runtime.knows(name):
+                await self._runtime.unload_plugin(name)
+        else:
+            await self._runtime.load_plugin(name)
+
+    @contextlib.asynccontextmanager
+    async def _staged(self, archive: files.PluginArchive, name: str) -> AsyncIterator[Path]:
+        """The archive's files in ``plugins_dir/.upload-*/<name>``, removed afterwards."""
+        parent = self._settings.plugins_dir / f"{UPLOAD_DIR_PREFIX}{secrets.token_hex(6)}"
+        staged = await files.stage_async(archive, self._settings.plugins_dir, name)
+        try:
+            await asyncio.to_thread(_nest, staged, parent, name)
+        except BaseException:
+            await asyncio.to_thread(_remove_tree, staged)
+            raise
+        try:
+            yield parent / name
+        finally:
+            await asyncio.to_thread(_remove_tree, parent)
+
+    # -- enable / disable / uninstall --------------------------------------------------
+
+    async def set_enabled(self, name: str, enabled: bool, actor: str) -> dict[str, Any]:
+        async with self._lock:
+            described = await self._runtime.set_enabled(name, enabled)
+            async with in_transaction() as conn:
+                await audit(
+                    conn,
+                    actor,
+                    "enable" if enabled else "disable",
+                    name,
+                    from_version=described.get("version"),
+                    to_version=described.get("version"),
+                    sha256=described.get("sha256"),
+                )
+                await bump_generation(conn)
+            return described
+
+    async def uninstall(self, name: str, actor: str, *, purge: bool = False) -> None:
+        """Unload and remove the plugin's folder; its data and settings stay unless purge."""
+        async with self._lock:
+            record = await PluginRecord.get_or_none(name=name)
+            if not self._runtime.knows(name) and (record is None or record.source == "removed"):
+                raise NotFound(f"no plugin named {name!r}", plugin=name)
+            version = record.version if record else self._runtime.version_of(name)
+            if self._runtime.knows(name):
+                await self._runtime.unload_plugin(name)
+            await files.remove_plugin_dir_async(self._settings.plugins_dir, name)
+            async with in_transaction() as conn:
+                if purge:
+                    await PluginRecord.filter(name=name).using_db(conn).delete()
+                else:
+                    await (
+                        PluginRecord.filter(name=name)
+                        .using_db(conn)
+                        .update(
+                            source="removed",
+                            version=None,
+                            sha256=None,
+                            tree_sha256=None,
+                            enabled=False,
+                        )
+                    )
+                await audit(
+                    conn, actor, "uninstall", name, from_version=version, detail={"purge": purge}
+                )
+                await bump_generation(conn)
+            if purge:
+                for stored in await self._store.list(self.bucket, f"{name}/"):
+                    await self._store.delete(self.bucket, stored.key)
+        log.info("plugin %s uninstalled", name, extra={"plugin": name, "purge": purge})
+
+
+def _raise_if_not_serving(name: str, described: dict[str, Any]) -> None:
+    failure = described.get("reload_error") or (
+        described.get("error") if described["status"] == "error" else None
+    )
+    if failure:
+        raise PluginInvalid(str(failure), plugin=name)
+
+
+def _nest(staged: Path, parent: Path, name: str) -> None:
+    parent.mkdir()
+    staged.rename(parent / name)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)

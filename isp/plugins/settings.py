@@ -1,0 +1,410 @@
+"""Plugin settings: defaults < stored values (``PluginRecord.settings``) < environment.
+
+A plugin declares a pydantic model (``Plugin(settings=Model)``); hooks read the values in
+force through ``plugin.settings`` on every call, so :meth:`SettingsStore.current` is a
+dictionary lookup: the validated instance is rebuilt only when something changes
+(register, refresh, update). ``ISP_PLUGIN_<NAME>__<FIELD>`` wins over stored values and
+cannot be changed over the API, so an operator's deployment config stays authoritative.
+
+Secret fields (``SecretStr`` anywhere in the annotation) are encrypted at rest as
+``{"__enc__": <ciphertext>}``, masked as ``MASK`` in :meth:`SettingsStore.public_view`
+and in error messages; a PUT that sends the mask back keeps the stored secret. A stored
+value that no longer validates (the model changed in an upgrade) falls back to the
+default with a warning instead of taking the plugin down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import types
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, is_dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Final, Union, get_args, get_origin
+
+from pydantic import BaseModel, PydanticUserError, SecretBytes, SecretStr, ValidationError
+from pydantic_core import to_jsonable_python
+
+from isp.errors import ISPError, NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from tortoise.backends.base.client import BaseDBAsyncClient
+
+    from isp.crypto import SecretBox
+    from isp.plugins.models import PluginRecord
+
+log = logging.getLogger("isp.plugins.settings")
+
+MASK: Final = "********"
+ENCRYPTED: Final = "__enc__"
+ENV_PREFIX: Final = "ISP_PLUGIN_"
+
+
+def env_variable(plugin: str, field_name: str) -> str:
+    """``ISP_PLUGIN_<NAME>__<FIELD>``, both upper-case."""
+    return f"{ENV_PREFIX}{plugin.upper()}__{field_name.upper()}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One plugin's settings: ``decoded`` is what the DB holds, decrypted (never logged)."""
+
+    model: type[BaseModel]
+    decoded: Mapping[str, Any]
+    env: Mapping[str, str]  # field -> variable name, for every variable that is set
+    instance: BaseModel
+    refreshed: bool
+    # Instances for another class of the same plugin: the previous version while a
+    # reload is in progress or failed (its code checks isinstance against its own class).
+    others: dict[type[BaseModel], BaseModel] = field(default_factory=dict)
+
+
+class SettingsStore:
+    """Per plugin name: the settings model and the validated values in force."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def register(self, name: str, model: type[BaseModel]) -> BaseModel:
+        """Learn (or relearn, after a reload) ``name``'s model; no I/O.
+
+        Values already read from the DB are kept and re-validated against the new model,
+        so a hot reload keeps serving the stored settings; :meth:`refresh` re-reads them.
+        """
+        previous = self._entries.get(name)
+        decoded = previous.decoded if previous is not None else {}
+        entry = self._entry(name, model, decoded, refreshed=False)
+        self._entries[name] = entry
+        return entry.instance
+
+    def forget(self, name: str) -> None:
+        """Drop ``name`` (uninstalled, or its new version declares no settings)."""
+        self._entries.pop(name, None)
+
+    def model_of(self, name: str) -> type[BaseModel] | None:
+        entry = self._entries.get(name)
+        return entry.model if entry is not None else None
+
+    def is_refreshed(self, name: str) -> bool:
+        """Whether the stored values were read from the DB since the model was registered."""
+        entry = self._entries.get(name)
+        return entry is not None and entry.refreshed
+
+    async def refresh(self, name: str, box: SecretBox | None = None) -> None:
+        """Re-read ``name``'s stored values (at load, and when another instance changed them)."""
+        from isp.plugins.models import PluginRecord
+
+        if name not in self._entries:
+            return
+        record = await PluginRecord.get_or_none(name=name)
+        self._reload(name, record.settings if record is not None else None, box)
+
+    async def refresh_all(self, box: SecretBox | None = None) -> None:
+        """Re-read every registered plugin's stored values in one query."""
+        from isp.plugins.models import PluginRecord
+
+        names = list(self._entries)
+        if not names:
+            return
+        stored = {r.name: r.settings for r in await PluginRecord.filter(name__in=names)}
+        for name in names:
+            self._reload(name, stored.get(name), box)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def current(self, name: str, model: type[BaseModel] | None = None) -> BaseModel | None:
+        """The validated settings in force: no I/O, never raises; None without a model.
+
+        ``model`` is the caller's class: when it is not the registered one (an older
+        version of the plugin still serving), the values are validated against it.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            return None if model is None else self.register(name, model)
+        if model is None or model is entry.model:
+            return entry.instance
+        found = entry.others.get(model)
+        if found is None:
+            found = entry.others[model] = self._resolve(name, model, entry.decoded)[0]
+        return found
+
+    @staticmethod
+    def defaults(model: type[BaseModel]) -> BaseModel:
+        """The model's defaults (a plugin object not loaded by the service)."""
+        try:
+            return model.model_validate({})
+        except ValidationError:  # required fields: nothing valid to offer
+            return model.model_construct()
+
+    def public_view(self, name: str) -> dict[str, Any]:
+        """Every field with secrets masked, which ones the environment sets, the schema."""
+        entry = self._require(name)
+        values: dict[str, Any] = {}
+        for field_name, info in entry.model.model_fields.items():
+            value = getattr(entry.instance, field_name, None)
+            if _is_secret(info.annotation):
+                values[field_name] = None if value is None else MASK
+            else:
+                values[field_name] = to_jsonable_python(value)
+        try:
+            schema: dict[str, Any] | None = entry.model.model_json_schema()
+        except PydanticUserError:  # a type pydantic cannot describe: still show values
+            schema = None
+        return {
+            "plugin": name,
+            "values": values,
+            "overridden": sorted(entry.env),
+            "environment": dict(sorted(entry.env.items())),
+            "schema": schema,
+        }
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def update(
+        self, name: str, data: Mapping[str, Any], box: SecretBox, *, actor: str | None = None
+    ) -> BaseModel:
+        """Validate a (partial) PUT body, encrypt secrets, persist, serve it at once.
+
+        Raises ValidationFailed (422) with ``errors[].loc == ["body", field]``; secret
+        values never appear in it. With ``actor``, an ``AuditEntry`` lists changed fields.
+        """
+        from tortoise.transactions import in_transaction
+
+        from isp.plugins.models import PluginRecord
+
+        entry = self._require(name)
+        model = entry.model
+        secrets = {f for f, i in model.model_fields.items() if _is_secret(i.annotation)}
+        self._refuse(name, entry, data)
+        changes = {f: v for f, v in data.items() if not (f in secrets and v == MASK)}
+        async with in_transaction() as conn:
+            # Merge with what the DB holds now (another instance may have just written).
+            record = await PluginRecord.select_for_update().using_db(conn).get_or_none(name=name)
+            raw = dict(record.settings or {}) if record is not None else {}
+            decoded = self._decode(name, raw, box)
+            _, kept = self._resolve(name, model, decoded, quiet=True)
+            try:
+                instance = model.model_validate({**kept, **changes, **_env_values(name, model)})
+            except ValidationError as exc:
+                hidden = {f: changes[f] for f in secrets & changes.keys()}
+                raise _invalid(name, exc, hidden) from exc
+            plain = {f: _plain(getattr(instance, f)) for f in changes}
+            changed = sorted(f for f in plain if decoded.get(f, _MISSING) != plain[f])
+            for f in changed:
+                secret = f in secrets and plain[f] is not None
+                raw[f] = {ENCRYPTED: box.encrypt(json.dumps(plain[f]))} if secret else plain[f]
+            if changed:
+                await _write(conn, name, record, raw, changed, actor)
+        if changed:
+            log.info("plugin %s settings changed: %s", name, ", ".join(changed),
+                     extra={"plugin": name, "fields": changed})
+        latest = self._entries.get(name, entry)  # the model may have been reloaded meanwhile
+        self._entries[name] = self._entry(name, latest.model, {**decoded, **plain},
+                                          refreshed=True)
+        return self._entries[name].instance
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _require(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise NotFound(
+                f"plugin {name!r} has no settings: its Plugin(...) declares no settings model",
+                plugin=name,
+            )
+        return entry
+
+    def _refuse(self, name: str, entry: _Entry, data: Mapping[str, Any]) -> None:
+        """Unknown fields and fields the environment sets cannot be PUT."""
+        known = entry.model.model_fields
+        errors = []
+        for f in data:
+            if f not in known:
+                msg = f"unknown setting; known settings: {', '.join(sorted(known))}"
+            elif f in entry.env:
+                msg = (f"set by the environment variable {entry.env[f]}; unset it to manage "
+                       "this setting through the API")
+            else:
+                continue
+            errors.append({"loc": ["body", f], "msg": msg})
+        if errors:
+            detail = "; ".join(f"{e['loc'][1]}: {e['msg']}" for e in errors)
+            raise ValidationFailed(f"invalid settings for plugin {name!r}: {detail}",
+                                   errors=errors, plugin=name)
+
+    def _reload(self, name: str, raw: Any, box: SecretBox | None) -> None:
+        entry = self._entries.get(name)
+        if entry is not None:
+            decoded = self._decode(name, raw if isinstance(raw, dict) else {}, box)
+            self._entries[name] = self._entry(name, entry.model, decoded, refreshed=True)
+
+    def _entry(
+        self, name: str, model: type[BaseModel], decoded: Mapping[str, Any], *, refreshed: bool
+    ) -> _Entry:
+        instance, _ = self._resolve(name, model, decoded)
+        env = {f: env_variable(name, f) for f in model.model_fields
+               if env_variable(name, f) in os.environ}
+        return _Entry(model, dict(decoded), env, instance, refreshed)
+
+    def _decode(self, name: str, raw: Mapping[str, Any], box: SecretBox | None) -> dict[str, Any]:
+        """Stored JSON -> plain values; a secret that cannot be decrypted is skipped."""
+        decoded: dict[str, Any] = {}
+        for f, value in raw.items():
+            if isinstance(value, dict) and set(value) == {ENCRYPTED}:
+                try:
+                    opened = box or _process_box()
+                    value = json.loads(opened.decrypt(str(value[ENCRYPTED])))
+                except (ISPError, ValueError) as exc:
+                    log.warning("plugin %s: stored secret setting %s unusable, using the "
+                                "default: %s", name, f, exc, extra={"plugin": name})
+                    continue
+            decoded[f] = value
+        return decoded
+
+    def _resolve(
+        self, name: str, model: type[BaseModel], decoded: Mapping[str, Any], *, quiet: bool = False
+    ) -> tuple[BaseModel, dict[str, Any]]:
+        """The instance in force and the stored values that made it in; never raises.
+
+        A bad environment value falls back to the stored one, a bad stored value to the
+        default; each is logged (without the value).
+        """
+        stored = {f: v for f, v in decoded.items() if f in model.model_fields}
+        env = _env_values(name, model)
+        if not quiet and stored.keys() != decoded.keys():
+            log.warning("plugin %s: stored settings %s are not in its model any more, ignored",
+                        name, ", ".join(sorted(decoded.keys() - stored.keys())),
+                        extra={"plugin": name})
+        for _ in range(len(stored) + len(env) + 1):
+            try:
+                return model.model_validate({**stored, **env}), stored
+            except ValidationError as exc:
+                bad = {
+                    str(e["loc"][0]): e["msg"]
+                    for e in exc.errors(include_input=False)
+                    if e["loc"] and str(e["loc"][0]) in stored.keys() | env.keys()
+                }
+            if not bad:
+                break
+            for f, msg in bad.items():
+                if _is_secret(model.model_fields[f].annotation):
+                    msg = "not shown: the setting is secret"
+                layer, source = (env, env_variable(name, f)) if f in env else (stored, "stored")
+                layer.pop(f)
+                if not quiet:
+                    log.warning("plugin %s: setting %s: %s value is invalid (%s), falling back",
+                                name, f, source, msg, extra={"plugin": name, "field": f})
+        for fallback in (env, {}):
+            try:
+                return model.model_validate(fallback), {}
+            except ValidationError:
+                continue
+        log.error("plugin %s: settings model has required fields without defaults and "
+                  "no valid value for them", name, extra={"plugin": name})
+        return model.model_construct(**stored), stored
+
+
+_MISSING: Final = object()
+
+
+async def _write(
+    conn: BaseDBAsyncClient,
+    name: str,
+    record: PluginRecord | None,
+    raw: dict[str, Any],
+    changed: list[str],
+    actor: str | None,
+) -> None:
+    """Persist, tell the other instances (plugin generation), audit: one transaction."""
+    from tortoise.expressions import F
+
+    from isp.plugins.models import AuditEntry, PluginGeneration, PluginRecord
+
+    if record is None:
+        await PluginRecord.create(name=name, settings=raw, using_db=conn)
+    else:
+        record.settings = raw
+        await record.save(using_db=conn, update_fields=["settings"])
+    if not await PluginGeneration.filter(id=1).using_db(conn).update(value=F("value") + 1):
+        await PluginGeneration.create(id=1, value=1, using_db=conn)
+    if actor is not None:  # names only: values (secrets!) never go to the audit log
+        await AuditEntry.create(actor=actor, action="settings", plugin=name,
+                                detail={"fields": changed}, using_db=conn)
+
+
+def _process_box() -> SecretBox:
+    from isp.crypto import process_box
+
+    return process_box()
+
+
+def _env_values(name: str, model: type[BaseModel]) -> dict[str, Any]:
+    """Environment overrides as validation input: strings (lax mode), JSON for collections."""
+    values: dict[str, Any] = {}
+    for f, info in model.model_fields.items():
+        text = os.environ.get(env_variable(name, f))
+        if text is None:
+            continue
+        values[f] = text
+        if _wants_json(info.annotation):
+            # Not JSON: validation then refuses the string, naming the variable.
+            with contextlib.suppress(ValueError):
+                values[f] = json.loads(text)
+    return values
+
+
+def _invalid(name: str, exc: ValidationError, secrets: Mapping[str, Any]) -> ValidationFailed:
+    """422 from pydantic errors without ``input`` (it may hold a secret) or secret text."""
+    hidden = [str(v) for v in secrets.values() if v not in (None, "")]
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        msg = error["msg"]
+        if error["loc"] and str(error["loc"][0]) in secrets and any(h in msg for h in hidden):
+            msg = "invalid value (not shown: the setting is secret)"
+        errors.append({"loc": ["body", *error["loc"]], "msg": msg})
+    detail = "; ".join(".".join(map(str, e["loc"][1:])) + f": {e['msg']}" for e in errors)
+    return ValidationFailed(f"invalid settings for plugin {name!r}: {detail}",
+                            errors=errors, plugin=name)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able value with secrets revealed: what is stored (secrets then encrypted)."""
+    if isinstance(value, SecretStr | SecretBytes):
+        value = value.get_secret_value()
+        return value.decode() if isinstance(value, bytes) else value
+    if isinstance(value, BaseModel):
+        return {f: _plain(getattr(value, f)) for f in type(value).model_fields}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    return to_jsonable_python(value)
+
+
+def _is_secret(annotation: Any) -> bool:
+    """Whether a field holds a secret anywhere inside (``SecretStr``, nested models too)."""
+    if isinstance(annotation, type):
+        if issubclass(annotation, SecretStr | SecretBytes):
+            return True
+        if issubclass(annotation, BaseModel):
+            return any(_is_secret(i.annotation) for i in annotation.model_fields.values())
+    return any(_is_secret(arg) for arg in get_args(annotation))
+
+
+def _wants_json(annotation: Any) -> bool:
+    """Collections and models come from the environment as JSON (like pydantic-settings)."""
+    origin = get_origin(annotation)
+    if origin is Union or origin is Annotated or origin is types.UnionType:
+        return any(_wants_json(arg) for arg in get_args(annotation))
+    target = origin if origin is not None else annotation
+    if not isinstance(target, type) or issubclass(target, str | bytes):
+        return False
+    return issubclass(target, Collection | BaseModel) or is_dataclass(target)
+
+
+settings_store: Final = SettingsStore()
+"""The process's store: ``Plugin.bind`` registers, the runtime refreshes, the API updates."""
