@@ -142,7 +142,12 @@ class PluginService:
             backup: Path | None = None
             promoted = False
             try:
-                backup = await files.promote_async(candidate, plugins_dir, name)
+                ready = await asyncio.to_thread(_unnest, candidate, plugins_dir, name)
+                try:
+                    backup = await files.promote_async(ready, plugins_dir, name)
+                except BaseException:
+                    await asyncio.to_thread(_remove_tree, ready)
+                    raise
                 promoted = True
                 described = await self._runtime.load_plugin(
                     name, installed=(archive.sha256, archive.tree_sha256)
@@ -283,6 +288,13 @@ def _raise_if_not_serving(name: str, described: dict[str, Any]) -> None:
 def _nest(staged: Path, parent: Path, name: str) -> None:
     parent.mkdir()
     staged.rename(parent / name)
+
+
+def _unnest(candidate: Path, plugins_dir: Path, name: str) -> Path:
+    """Move a validated candidate next to its final place (promote renames from there)."""
+    ready = plugins_dir / f".ready-{name}-{secrets.token_hex(6)}"
+    candidate.rename(ready)
+    return ready
 
 
 def _remove_tree(path: Path) -> None:
