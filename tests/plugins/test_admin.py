@@ -48,7 +48,9 @@ def plugin_files(
     }
 
 
-def plugin_zip(name: str = "stamp", version: str = "1.0.0", folder: bool = True, **kw: Any) -> bytes:
+def plugin_zip(
+    name: str = "stamp", version: str = "1.0.0", folder: bool = True, **kw: Any
+) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, data in plugin_files(name, version, **kw).items():
@@ -246,7 +248,9 @@ HOSTILE: dict[str, tuple[bytes, int, str]] = {
         plugin_zip(version="9.0.0", handlers="x = 1\n"), 422, "customer_created",
     ),
     "requires_isp not met": (plugin_zip(version="9.0.0", requires_isp=">=99"), 422, "requires_isp"),
-    "import error": (plugin_zip(version="9.0.0", handlers="import not_a_module_anywhere\n"), 422, "not_a_module"),
+    "import error": (
+        plugin_zip(version="9.0.0", handlers="import not_a_module_anywhere\n"), 422, "not_a_module"
+    ),
     "two plugins": (make_zip([*_good("one"), *_good("two")]), 422, "folder"),
     "too many entries": (
         make_zip([*_good(), *((f"evil/f{i}.txt", b"") for i in range(1001))]), 422, "entries"
