@@ -1,0 +1,165 @@
+"""Two real server processes on one PostgreSQL and one S3 server converge within 5 s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET_KEY
+from tests.plugins.test_admin import plugin_zip
+from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
+
+CONVERGENCE = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def isp(*args: str, env: dict[str, str]) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "isp", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.fixture
+async def shared_database(pg_url: str) -> AsyncIterator[str]:
+    name = f"isp_instances_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+class Instances:
+    def __init__(self, urls: list[str], token: str) -> None:
+        self.urls = urls
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def instances(
+    shared_database: str, s3_reset: str, tmp_path: Path
+) -> AsyncIterator[Instances]:
+    base = {
+        **os.environ,
+        "ISP_DATABASE_URL": shared_database,
+        "ISP_S3_ENDPOINT_URL": s3_reset,
+        "ISP_S3_ACCESS_KEY": S3_ACCESS_KEY,
+        "ISP_S3_SECRET_KEY": S3_SECRET_KEY,
+        "ISP_SECRET_KEY": TEST_SECRET_KEY,
+        "ISP_PLUGIN_RELOAD": "false",
+        "ISP_LOG_LEVEL": "WARNING",
+    }
+    envs = []
+    for n in (1, 2):
+        envs.append({**base, "ISP_DATA_DIR": str(tmp_path / f"data{n}"),
+                     "ISP_PLUGINS_DIR": str(tmp_path / f"plugins{n}")})  # fmt: skip
+        (tmp_path / f"plugins{n}").mkdir()
+    await isp("user", "add", "alice", "--role", "admin", env=envs[0])
+    token = (await isp("token", "issue", "alice", "--scope", "admin", env=envs[0])).split()[-1]
+    ports = [free_port(), free_port()]
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "isp", "serve", "--port", str(port), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        for port, env in zip(ports, envs, strict=True)
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            for url in urls:
+                await until(lambda u=url: _ready(client, u), within=30)
+        yield Instances(urls, token)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            await asyncio.wait_for(process.wait(), timeout=15)
+
+
+async def _ready(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await client.get(f"{url}/readyz")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Seconds until ``check`` holds; fails after ``within`` seconds."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not within {within} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_changes_on_one_instance_are_served_by_the_other_within_5_s(
+    instances: Instances,
+) -> None:
+    first, second = instances.urls
+    async with httpx.AsyncClient(headers=instances.headers, timeout=10) as client:
+
+        async def plugin_on_second() -> dict[str, Any]:
+            response = await client.get(f"{second}/plugins/stamp")
+            return response.json() if response.status_code == 200 else {}
+
+        async def stamp_on_second() -> Any:
+            created = await client.post(f"{second}/customers", json={"name": "c"})
+            assert created.status_code == 201
+            return created.json()["address"]
+
+        def holds(predicate: Callable[[dict[str, Any]], bool]) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return predicate(await plugin_on_second())
+
+            return check
+
+        files = {"file": ("stamp.zip", plugin_zip(version="1.0.0"), "application/zip")}
+        installed = await client.post(f"{first}/plugins/upload", files=files)
+        assert installed.status_code == 201, installed.text
+        took = await until(holds(lambda p: p.get("status") == "active"), CONVERGENCE)
+        assert await stamp_on_second() == "stamp-1.0.0"
+
+        files = {"file": ("stamp.zip", plugin_zip(version="1.1.0"), "application/zip")}
+        upgraded = await client.post(f"{first}/plugins/upload", files=files)
+        assert upgraded.status_code == 200, upgraded.text
+        await until(holds(lambda p: p.get("version") == "1.1.0"), CONVERGENCE)
+        assert await stamp_on_second() == "stamp-1.1.0"
+
+        disabled = await client.put(f"{first}/plugins/stamp/disable")
+        assert disabled.status_code == 200
+        await until(holds(lambda p: p.get("status") == "disabled"), CONVERGENCE)
+        assert await stamp_on_second() is None
+
+        enabled = await client.put(f"{first}/plugins/stamp/enable")
+        assert enabled.status_code == 200
+        await until(holds(lambda p: p.get("status") == "active"), CONVERGENCE)
+
+        removed = await client.delete(f"{first}/plugins/stamp")
+        assert removed.status_code == 204
+        await until(holds(lambda p: p == {}), CONVERGENCE)
+        assert await stamp_on_second() is None
+    assert took < CONVERGENCE
