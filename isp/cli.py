@@ -7,9 +7,11 @@ non-zero with a one-line message on a known error (no traceback for operator mis
 from __future__ import annotations
 
 import asyncio
+import getpass
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,6 +19,9 @@ from isp import db
 from isp.config import Settings, load_settings
 from isp.errors import ISPError
 from isp.logs import configure_logging
+
+if TYPE_CHECKING:
+    from isp.plugins.service import PluginService
 
 T = TypeVar("T")
 
@@ -104,6 +109,100 @@ def makemigrations(check: bool, name: str | None) -> None:
         click.echo(change)
     if check:
         sys.exit(1)
+
+
+@main.group()
+def plugins() -> None:
+    """Install, list, enable and disable plugins (the admin API's verbs, on the box)."""
+
+
+def _plugin_command(work: Callable[[PluginService], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work(service)`` with the plugins loaded as a server would load them."""
+    from isp.core.events import CORE_EVENTS
+    from isp.crypto import install_box, load_secret_box
+    from isp.plugins.registry import registry
+    from isp.plugins.runtime import PluginRuntime
+    from isp.plugins.service import PluginService
+    from isp.storage import create_object_store
+
+    settings = _settings()
+    configure_logging("WARNING")
+
+    async def run() -> T:
+        registry.declare_events(CORE_EVENTS)
+        install_box(await asyncio.to_thread(load_secret_box, settings))
+        store = create_object_store(settings)
+        runtime = PluginRuntime(settings, registry)
+        await store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
+        await runtime.start()
+        try:
+            return await work(PluginService(settings, runtime, store))
+        finally:
+            await runtime.stop()
+            await store.close()
+
+    return _run(settings, run)
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _print_plugin(described: dict[str, Any]) -> None:
+    reason = described.get("error") or described.get("reload_error")
+    click.echo(
+        f"{described['name']:<24} {described.get('version') or '-':<12} "
+        f"{described['status']:<9} {described.get('source') or '-':<7}"
+        + (f" {reason}" if reason else "")
+    )
+
+
+@plugins.command("list")
+def plugins_list() -> None:
+    """Every plugin with its version, status and source."""
+
+    async def work(service: PluginService) -> list[dict[str, Any]]:
+        return list(service.runtime.list())
+
+    for described in _plugin_command(work):
+        _print_plugin(described)
+
+
+@plugins.command("install")
+@click.argument("zip_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Allow installing an older version.")
+def plugins_install(zip_path: Path, force: bool) -> None:
+    """Install or upgrade a plugin from a zip file."""
+    data = zip_path.read_bytes()
+
+    async def work(service: PluginService) -> tuple[dict[str, Any], int]:
+        return await service.upload(data, _actor(), force=force)
+
+    described, status = _plugin_command(work)
+    click.echo({201: "installed", 200: "up to date or upgraded"}.get(status, str(status)))
+    _print_plugin(described)
+
+
+@plugins.command("enable")
+@click.argument("name")
+def plugins_enable(name: str) -> None:
+    """Enable a plugin on every instance."""
+
+    async def work(service: PluginService) -> dict[str, Any]:
+        return await service.set_enabled(name, True, _actor())
+
+    _print_plugin(_plugin_command(work))
+
+
+@plugins.command("disable")
+@click.argument("name")
+def plugins_disable(name: str) -> None:
+    """Disable a plugin on every instance."""
+
+    async def work(service: PluginService) -> dict[str, Any]:
+        return await service.set_enabled(name, False, _actor())
+
+    _print_plugin(_plugin_command(work))
 
 
 @main.group()

@@ -102,3 +102,28 @@ async def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     assert code == 1
     assert "ISP_HOOK_TIMEOUT" in err
     assert "Traceback" not in err
+
+
+async def test_plugin_verbs_on_the_box(database_url: str, tmp_path: Path) -> None:
+    from tests.plugins.test_admin import plugin_zip
+
+    env = cli_env(database_url, tmp_path)
+    (tmp_path / "plugins").mkdir()
+    archive = tmp_path / "stamp.zip"
+    archive.write_bytes(plugin_zip(version="1.2.3"))
+    code, out, err = await isp("plugins", "install", str(archive), env=env)
+    assert code == 0, err
+    assert "installed" in out
+    code, out, err = await isp("plugins", "list", env=env)
+    assert code == 0, err
+    assert out.split() == ["stamp", "1.2.3", "active", "upload"]
+    code, out, err = await isp("plugins", "disable", "stamp", env=env)
+    assert code == 0, err
+    assert "disabled" in out
+    code, out, _ = await isp("plugins", "list", env=env)
+    assert out.split()[2] == "disabled"
+    code, out, err = await isp("plugins", "install", str(archive), env=env)
+    assert code == 0, err  # the same zip again changes nothing
+    code, _, err = await isp("plugins", "enable", "nosuch", env=env)
+    assert code == 1
+    assert "no plugin named 'nosuch'" in err

@@ -63,6 +63,10 @@ class PluginService:
         self._lock = asyncio.Lock()
 
     @property
+    def runtime(self) -> PluginRuntime:
+        return self._runtime
+
+    @property
     def bucket(self) -> str:
         return self._settings.s3_plugins_bucket
 
