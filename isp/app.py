@@ -29,6 +29,7 @@ from isp.plugins.api import bp as plugins_bp
 from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
+from isp.plugins.settings_api import bp as plugin_settings_bp
 from isp.plugins.sync import PluginSync
 from isp.problems import install_error_handlers
 from isp.storage import create_object_store
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> Quart:
     app.register_blueprint(core_bp)
     app.register_blueprint(plugins_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(plugin_settings_bp)
     app.extensions["isp.plugin_service"] = PluginService(settings, parts.plugins, parts.store)
     sync = PluginSync(settings, parts.plugins, parts.store)
     reloader = PluginReloader(parts.plugins, settings.plugins_dir)

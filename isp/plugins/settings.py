@@ -143,20 +143,13 @@ class SettingsStore:
     def public_view(self, name: str) -> dict[str, Any]:
         """Every field with secrets masked, which ones the environment sets, the schema."""
         entry = self._require(name)
-        values: dict[str, Any] = {}
-        for field_name, info in entry.model.model_fields.items():
-            value = getattr(entry.instance, field_name, None)
-            if _is_secret(info.annotation):
-                values[field_name] = None if value is None else MASK
-            else:
-                values[field_name] = to_jsonable_python(value)
         try:
             schema: dict[str, Any] | None = entry.model.model_json_schema()
         except PydanticUserError:  # a type pydantic cannot describe: still show values
             schema = None
         return {
             "plugin": name,
-            "values": values,
+            "values": _shown(entry),
             "overridden": sorted(entry.env),
             "environment": dict(sorted(entry.env.items())),
             "schema": schema,
@@ -179,12 +172,17 @@ class SettingsStore:
         entry = self._require(name)
         model = entry.model
         secrets = {f for f, i in model.model_fields.items() if _is_secret(i.annotation)}
+        # What GET shows may come back unchanged: the mask keeps a secret, and a field the
+        # environment sets may be repeated as is (a GET -> PUT round trip stays valid).
+        shown = _shown(entry)
+        data = {f: v for f, v in data.items() if not (f in entry.env and shown.get(f) == v)}
         self._refuse(name, entry, data)
         changes = {f: v for f, v in data.items() if not (f in secrets and v == MASK)}
         async with in_transaction() as conn:
             # Merge with what the DB holds now (another instance may have just written).
             record = await PluginRecord.select_for_update().using_db(conn).get_or_none(name=name)
-            raw = dict(record.settings or {}) if record is not None else {}
+            stored = record.settings if record is not None else None
+            raw = dict(stored) if isinstance(stored, dict) else {}
             decoded = self._decode(name, raw, box)
             _, kept = self._resolve(name, model, decoded, quiet=True)
             try:
@@ -311,6 +309,18 @@ class SettingsStore:
 _MISSING: Final = object()
 
 
+def _shown(entry: _Entry) -> dict[str, Any]:
+    """The values in force as JSON, secrets masked (``MASK`` when set, None when not)."""
+    values: dict[str, Any] = {}
+    for name, info in entry.model.model_fields.items():
+        value = getattr(entry.instance, name, None)
+        if _is_secret(info.annotation):
+            values[name] = None if value is None else MASK
+        else:
+            values[name] = to_jsonable_python(value, fallback=str)
+    return values
+
+
 async def _write(
     conn: BaseDBAsyncClient,
     name: str,
@@ -385,14 +395,15 @@ def _plain(value: Any) -> Any:
     return to_jsonable_python(value)
 
 
-def _is_secret(annotation: Any) -> bool:
+def _is_secret(annotation: Any, _seen: frozenset[type] = frozenset()) -> bool:
     """Whether a field holds a secret anywhere inside (``SecretStr``, nested models too)."""
     if isinstance(annotation, type):
         if issubclass(annotation, SecretStr | SecretBytes):
             return True
-        if issubclass(annotation, BaseModel):
-            return any(_is_secret(i.annotation) for i in annotation.model_fields.values())
-    return any(_is_secret(arg) for arg in get_args(annotation))
+        if issubclass(annotation, BaseModel) and annotation not in _seen:  # recursive models
+            inner = _seen | {annotation}
+            return any(_is_secret(i.annotation, inner) for i in annotation.model_fields.values())
+    return any(_is_secret(arg, _seen) for arg in get_args(annotation))
 
 
 def _wants_json(annotation: Any) -> bool:
