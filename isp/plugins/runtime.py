@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from isp.config import Settings
-from isp.errors import NotFound, PluginInvalid
+from isp.errors import ISPError, NotFound, PluginInvalid
+from isp.plugins import tables
 from isp.plugins.discovery import PluginSource, describe, discover_async
-from isp.plugins.loader import LoadedPlugin, detach, load, reinstate
+from isp.plugins.hooks import NAMESPACE
+from isp.plugins.loader import MODELS, LoadedPlugin, detach, load, reinstate
 from isp.plugins.manifest import SLUG, Manifest
 from isp.plugins.models import PluginRecord
 from isp.plugins.registry import PluginRegistry
+from isp.plugins.settings import settings_store
 from isp.plugins.store import tree_digest_async
 
 log = logging.getLogger("isp.plugins.runtime")
@@ -102,7 +105,7 @@ class PluginRuntime:
                     tree_sha256=record.tree_sha256 if record else None,
                 )
             for state in self._states.values():
-                await self._load(state, state.source)
+                await self._load(state, state.source, migrate=True)
         active = sum(1 for s in self._states.values() if s.loaded is not None)
         log.info("plugins started: %d loaded, %d failed", active, len(self._states) - active)
 
@@ -138,9 +141,10 @@ class PluginRuntime:
                 )
                 self._states[name] = state
             previous = (state.origin, state.sha256, state.tree_sha256)
+            first = state.loaded is None
             if installed is not None:
                 state.origin, (state.sha256, state.tree_sha256) = "upload", installed
-            await self._load(state, source)
+            await self._load(state, source, migrate=first or installed is not None)
             if installed is not None and (
                 state.loaded is None or state.loaded.path != folder or state.reload_error
             ):
@@ -270,7 +274,11 @@ class PluginRuntime:
                     known |= set(manifest.events)
         return known
 
-    async def _load(self, state: PluginState, source: PluginSource) -> None:
+    async def _load(
+        self, state: PluginState, source: PluginSource, *, migrate: bool = False
+    ) -> None:
+        """(Re)load ``source``. ``migrate``: apply the plugin's pending migrations first
+        (first load in this process, install, upgrade); a hot reload keeps the models."""
         old = state.loaded
         if state.origin == "upload" and state.tree_sha256:
             actual = await tree_digest_async(source.path)
@@ -282,15 +290,34 @@ class PluginRuntime:
                     f"{actual[:12]}...); reinstall the plugin or restore its files",
                 )
                 return
+        keep_models = old is not None and not migrate
         try:
-            new = await asyncio.to_thread(load, source, self._known_events(source))
+            if migrate:
+                await tables.migrate(state.name, source.path)
+            new = await asyncio.to_thread(
+                load, source, self._known_events(source), keep_models=keep_models
+            )
+            models = new.modules.get(f"{NAMESPACE}.{state.name}.{MODELS}")
+            if models is not None and not (
+                keep_models
+                and old
+                and old.modules.get(f"{NAMESPACE}.{state.name}.{MODELS}") is models
+            ):
+                tables.register(state.name, models)
         except PluginInvalid as exc:
+            detach(state.name)
+            if old is not None:
+                reinstate(old.modules)
             self._failed(state, exc.detail)
+            return
+        except ISPError as exc:  # a migration that failed
+            self._failed(state, f"{source.label}/migrations: {exc.detail}")
             return
         except Exception as exc:  # a loader bug must not take the other plugins down
             log.exception("plugin %s: unexpected loader error", state.name)
             self._failed(state, f"{source.label}: cannot be loaded: {type(exc).__name__}: {exc}")
             return
+        await settings_store.refresh(state.name)  # on_load already sees stored settings
         try:
             await self._call(state, new, "on_load")
             if state.enabled:
@@ -340,6 +367,8 @@ class PluginRuntime:
             await self._call_quietly(state, loaded, "on_disable")
         await self._call_quietly(state, loaded, "on_unload")
         detach(state.name)
+        tables.unregister(state.name)
+        settings_store.forget(state.name)
         state.loaded = None
 
     async def _call(self, state: PluginState, loaded: LoadedPlugin, name: str) -> None:
