@@ -1,0 +1,140 @@
+"""The hooks: from the core's objects to router work, one SSH connection per call.
+
+Each hook acts only on devices whose vendor is ``mikrotik`` and returns None for the
+others. Provisioning hooks run inside the workflow's transaction: when a router refuses,
+the ``PluginError`` raised here rolls the service status back. A host key learned on
+first use is saved through the ``db`` connection the hook received (so for provisioning
+it commits, or rolls back, with the workflow; for backups it is saved at once).
+
+The core's models are reached through the small protocols below, never imported: the
+plugin depends on ``isp.plugins`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from isp.plugins import registry
+
+from . import backup, provision
+from .provision import Subscriber
+from .settings import MikrotikSettings, current
+from .ssh import RouterSession, Target, open_session
+
+VENDOR = "mikrotik"
+
+
+class DeviceLike(Protocol):
+    id: int
+    vendor: Any
+    host: str
+    port: int
+    username: str
+    host_key: str | None
+
+    def reveal_password(self) -> str: ...
+
+    async def save(self, *, using_db: Any = ..., update_fields: Any = ...) -> None: ...
+
+
+class _Named(Protocol):
+    name: str
+
+
+class PlanLike(Protocol):
+    name: str
+    download_mbps: int
+    upload_mbps: int
+
+
+class ServiceLike(Protocol):
+    id: int
+    username: str
+    customer: Any
+    plan: Any
+    device: Any
+
+    def reveal_password(self) -> str: ...
+
+
+def handles(device: DeviceLike | None) -> bool:
+    vendor = getattr(device, "vendor", None)
+    return str(getattr(vendor, "value", vendor)) == VENDOR
+
+
+def target(device: DeviceLike) -> Target:
+    return Target(
+        device_id=device.id,
+        host=device.host,
+        port=device.port,
+        username=device.username,
+        password=device.reveal_password(),
+        host_key=device.host_key,
+    )
+
+
+def subscriber(service: ServiceLike) -> Subscriber:
+    plan: PlanLike = service.plan
+    customer: _Named | None = service.customer
+    return Subscriber(
+        service_id=service.id,
+        username=service.username,
+        password=service.reveal_password(),
+        plan=plan.name,
+        download_mbps=plan.download_mbps,
+        upload_mbps=plan.upload_mbps,
+        customer=getattr(customer, "name", "") or "",
+    )
+
+
+@asynccontextmanager
+async def session(
+    device: DeviceLike, db: Any, settings: MikrotikSettings | None = None
+) -> AsyncIterator[RouterSession]:
+    """A logged-in session; pins the host key on first use (saved through ``db``)."""
+    async with open_session(target(device), settings or current()) as router:
+        if router.learned_host_key is not None:
+            device.host_key = router.learned_host_key
+            await device.save(using_db=db, update_fields=["host_key"])
+        yield router
+
+
+@registry.hook("service_provision")
+async def service_provision(service: ServiceLike, db: Any = None) -> None:
+    if handles(service.device):
+        sub = subscriber(service)  # refuse bad values before connecting
+        async with session(service.device, db) as router:
+            await provision.provision(router, sub)
+
+
+@registry.hook("service_suspend")
+async def service_suspend(service: ServiceLike, db: Any = None) -> None:
+    if handles(service.device):
+        async with session(service.device, db) as router:
+            await provision.suspend(router, service.username)
+
+
+@registry.hook("service_resume")
+async def service_resume(service: ServiceLike, db: Any = None) -> None:
+    if handles(service.device):
+        sub = subscriber(service)
+        async with session(service.device, db) as router:
+            await provision.resume(router, sub)
+
+
+@registry.hook("service_terminate")
+async def service_terminate(service: ServiceLike, db: Any = None) -> None:
+    if handles(service.device):
+        async with session(service.device, db) as router:
+            await provision.terminate(router, service.username)
+
+
+@registry.hook("device_backup")
+async def device_backup(device: DeviceLike, db: Any = None) -> list[dict[str, Any]] | None:
+    if not handles(device):
+        return None
+    settings = current()
+    async with session(device, db, settings) as router:
+        return await backup.back_up(router, settings)
