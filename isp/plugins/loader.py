@@ -33,6 +33,7 @@ from isp.plugins.manifest import Manifest
 from isp.plugins.plugin import Plugin
 
 HANDLERS = "handlers"
+MODELS = "models"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,11 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
 
 
 def load(
-    source: PluginSource, known_events: Iterable[str], isp_version: str = isp.__version__
+    source: PluginSource,
+    known_events: Iterable[str],
+    isp_version: str = isp.__version__,
+    *,
+    keep_models: bool = False,
 ) -> LoadedPlugin:
     """Import and validate ``source``; raises ``PluginInvalid`` naming file and problem.
 
@@ -88,6 +93,10 @@ def load(
     """
     manifest = preflight(source, known_events, isp_version)
     previous = detach(source.name)
+    if keep_models:
+        # Hot reload: the models module (registered with Tortoise) survives, so the new
+        # handlers use the same model classes; schema changes wait for `isp migrate`.
+        reinstate({k: m for k, m in previous.items() if k == f"{NAMESPACE}.{source.name}.{MODELS}"})
     try:
         exposed, registrations = _import(source)
         plugin, entries = _validate(source, manifest, exposed, registrations)
@@ -174,6 +183,10 @@ def _import(source: PluginSource) -> tuple[object, list[Registration]]:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
+            if (source.path / f"{MODELS}.py").is_file() and (
+                f"{module_name}.{MODELS}" not in sys.modules
+            ):
+                importlib.import_module(f"{module_name}.{MODELS}")
             if (source.path / f"{HANDLERS}.py").is_file() and (
                 f"{module_name}.{HANDLERS}" not in sys.modules
             ):
