@@ -56,7 +56,11 @@ def create_app(settings: Settings) -> Quart:
     parts = Components(
         settings=settings,
         store=create_object_store(settings),
-        jobs=JobRunner(settings.backup_concurrency),
+        jobs=JobRunner(
+            settings.backup_concurrency,
+            device_timeout=settings.backup_device_timeout,
+            retries=settings.backup_retries,
+        ),
         plugins=PluginRuntime(settings, registry),
     )
     app.extensions[EXTENSION_KEY] = parts

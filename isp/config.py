@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     plugin_max_upload: int = Field(default=16 * 1024 * 1024, gt=0)
     plugin_sync_interval: float = Field(default=1.0, gt=0, le=60)
     backup_concurrency: int = Field(default=50, ge=1, le=10_000)
+    backup_device_timeout: float = Field(default=300.0, gt=0, le=86_400)
+    backup_retries: int = Field(default=2, ge=0, le=10)
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

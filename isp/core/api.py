@@ -5,14 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from quart import Blueprint, Response
+import asyncssh
+from quart import Blueprint, Response, request
 from quart_schema import tag, validate_request, validate_response
 
 from isp.auth import permissions as perms
-from isp.auth.guard import require
+from isp.auth.guard import current_principal, require
 from isp.context import components
 from isp.core import workflows
-from isp.core.backups import back_up_device
+from isp.core.backups import back_up_device, diff_exports
 from isp.core.models import Backup, BackupKind, Customer, Device, Job, Plan, Service
 from isp.core.schemas import (
     BackupList,
@@ -28,8 +29,9 @@ from isp.core.schemas import (
     PlanOut,
     ServiceIn,
     ServiceOut,
+    TrustIn,
 )
-from isp.errors import ISPError, NotFound
+from isp.errors import ISPError, NotFound, ValidationFailed
 
 bp = Blueprint("core", __name__)
 
@@ -50,8 +52,19 @@ def device_out(device: Device) -> DeviceOut:
         port=device.port,
         username=device.username,
         host_key_pinned=device.host_key is not None,
+        host_key_fingerprint=fingerprint(device.host_key),
         created_at=device.created_at,
     )
+
+
+def fingerprint(host_key: str | None) -> str | None:
+    """OpenSSH's SHA256 fingerprint of a pinned key, as ``ssh-keygen -l`` shows it."""
+    if not host_key:
+        return None
+    try:
+        return str(asyncssh.import_public_key(host_key).get_fingerprint("sha256"))
+    except (asyncssh.KeyImportError, ValueError):
+        return None
 
 
 def service_out(service: Service) -> ServiceOut:
@@ -180,6 +193,48 @@ async def backup_content(backup_id: int) -> Response:
     if backup.kind is BackupKind.EXPORT:
         return Response(data, mimetype="text/plain")
     return Response(data, mimetype="application/octet-stream")
+
+
+@bp.get("/backups/<int:backup_id>/diff")
+@require("read")
+@tag(["backups"])
+async def backup_diff(backup_id: int) -> Response:
+    """Unified diff of two exports: ``?against=<id>``, by default the previous export."""
+    backup = await workflows.get_or_404(Backup, backup_id, "backup")
+    against_raw = request.args.get("against")
+    if against_raw is None:
+        against = (
+            await Backup.filter(device_id=backup.device_id, kind=backup.kind, id__lt=backup.id)
+            .order_by("-id")
+            .first()
+        )
+        if against is None:
+            raise NotFound(f"backup {backup_id} is the first of its device: nothing to compare")
+    elif not against_raw.isdigit():
+        raise ValidationFailed(
+            "query parameter 'against' must be a backup id",
+            errors=[{"loc": ["query", "against"], "msg": "must be an integer"}],
+        )
+    else:
+        against = await workflows.get_or_404(Backup, int(against_raw), "backup")
+    parts = components()
+    diff = await diff_exports(backup, against, parts.store, parts.settings.s3_backups_bucket)
+    return Response(diff, mimetype="text/plain")
+
+
+@bp.put("/devices/<int:device_id>/trust")
+@require("write", perms.DEVICES_WRITE)
+@tag(["devices"])
+@validate_request(TrustIn)
+@validate_response(DeviceOut)
+async def trust_device(device_id: int, data: TrustIn) -> DeviceOut:
+    """Re-trust a router's host key after a legitimate change (new router, new key).
+
+    ``{}`` or ``{"host_key": null}`` forgets the pinned key: the next connection pins
+    what the router presents. ``{"host_key": "ssh-ed25519 AAAA..."}`` pins that key.
+    """
+    device = await workflows.trust_host_key(device_id, data.host_key, current_principal())
+    return device_out(device)
 
 
 @bp.post("/backups/run")

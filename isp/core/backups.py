@@ -9,6 +9,8 @@ the store are deleted again if that fails.
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -21,7 +23,7 @@ from tortoise.transactions import in_transaction
 
 from isp.core import events
 from isp.core.models import Backup, BackupKind, Device
-from isp.errors import Conflict, ISPError, PluginError
+from isp.errors import Conflict, ISPError, PluginError, ValidationFailed
 from isp.plugins import registry
 from isp.storage import ObjectStore
 
@@ -38,6 +40,7 @@ class Artifact:
     data: bytes
     sha256: str
     plugin: str
+    keep_unchanged: int | None = None
 
 
 def _artifact(value: Any, plugin: str) -> Artifact:
@@ -52,7 +55,12 @@ def _artifact(value: Any, plugin: str) -> Artifact:
         why = f"'kind' must be export or binary, not {item.get('kind')!r}"
         raise _malformed(plugin, why) from exc
     digest = item.get("sha256") or hashlib.sha256(data).hexdigest()
-    return Artifact(kind=kind, data=bytes(data), sha256=str(digest), plugin=plugin)
+    keep = item.get("keep_unchanged")
+    if keep is not None and (not isinstance(keep, int) or keep < 0):
+        raise _malformed(plugin, "'keep_unchanged' must be a whole number >= 0")
+    return Artifact(
+        kind=kind, data=bytes(data), sha256=str(digest), plugin=plugin, keep_unchanged=keep
+    )
 
 
 def _malformed(plugin: str, why: str) -> PluginError:
@@ -87,7 +95,7 @@ async def back_up_device(device: Device, store: ObjectStore, bucket: str) -> lis
             )
             await store.put(bucket, key, artifact.data)
             stored.append((artifact, key))
-        return await _record(device, stored)
+        backups = await _record(device, stored)
     except BaseException:
         for _, key in stored:
             try:
@@ -95,17 +103,23 @@ async def back_up_device(device: Device, store: ObjectStore, bucket: str) -> lis
             except ISPError:
                 log.warning("orphan backup object left", extra={"key": key})
         raise
+    for artifact in artifacts:
+        if artifact.keep_unchanged is not None:
+            await prune_unchanged(device.id, artifact.kind, artifact.keep_unchanged, store, bucket)
+    return backups
 
 
 async def _record(device: Device, stored: list[tuple[Artifact, str]]) -> list[Backup]:
     backups: list[Backup] = []
     async with in_transaction() as conn:
         for artifact, key in stored:
+            # Only the previous sha256 matters: one indexed lookup, one column.
             previous = (
                 await Backup.filter(device_id=device.id, kind=artifact.kind)
                 .using_db(conn)
                 .order_by("-id")
                 .first()
+                .only("id", "sha256")
             )
             backups.append(
                 await Backup.create(
@@ -119,3 +133,47 @@ async def _record(device: Device, stored: list[tuple[Artifact, str]]) -> list[Ba
                 )
             )
     return backups
+
+
+async def prune_unchanged(
+    device_id: int, kind: BackupKind, keep: int, store: ObjectStore, bucket: str
+) -> int:
+    """Keep every changed backup; of the unchanged ones keep the newest ``keep``."""
+    doomed = (
+        await Backup.filter(device_id=device_id, kind=kind, changed=False)
+        .order_by("-id")
+        .offset(keep)
+        .limit(10_000)
+    )
+    for backup in doomed:
+        await store.delete(bucket, backup.object_key)
+        await backup.delete()
+    if doomed:
+        log.info(
+            "pruned unchanged backups",
+            extra={"device_id": device_id, "kind": kind.value, "pruned": len(doomed)},
+        )
+    return len(doomed)
+
+
+async def diff_exports(first: Backup, second: Backup, store: ObjectStore, bucket: str) -> str:
+    """A unified diff from ``second`` (older, usually) to ``first``, both text exports."""
+    for backup in (first, second):
+        if backup.kind is not BackupKind.EXPORT:
+            raise ValidationFailed(
+                f"backup {backup.id} is a binary backup; only exports can be compared",
+                errors=[{"loc": ["query", "against"], "msg": "not an export"}],
+            )
+    old, new = await store.get(bucket, second.object_key), await store.get(bucket, first.object_key)
+
+    def render() -> str:
+        return "".join(
+            difflib.unified_diff(
+                old.decode("utf-8", "replace").replace("\r\n", "\n").splitlines(keepends=True),
+                new.decode("utf-8", "replace").replace("\r\n", "\n").splitlines(keepends=True),
+                fromfile=f"backup-{second.id} ({second.created_at.isoformat()})",
+                tofile=f"backup-{first.id} ({first.created_at.isoformat()})",
+            )
+        )
+
+    return await asyncio.to_thread(render)

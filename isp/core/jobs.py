@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,8 +29,18 @@ DeviceTask = Callable[[Device], Awaitable[Any]]
 class JobRunner:
     """Starts jobs as background tasks and cancels them at shutdown."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        device_timeout: float = 300.0,
+        retries: int = 2,
+        backoff: float = 1.0,
+    ) -> None:
         self._concurrency = concurrency
+        self._device_timeout = device_timeout
+        self._retries = retries
+        self._backoff = backoff
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, kind: str, device_ids: list[int] | None, work: DeviceTask) -> Job:
@@ -94,16 +105,40 @@ class JobRunner:
             raise
 
     async def _one(self, device_id: int, work: DeviceTask, progress: _Progress) -> None:
-        try:
-            device = await Device.get_or_none(id=device_id)
-            if device is None:
-                raise NotFound(f"device {device_id} was deleted")  # noqa: TRY301
-            await work(device)
-        except ISPError as exc:
-            progress.fail(device_id, exc.detail, exc.extra)
-        except Exception as exc:  # noqa: BLE001 - one device's crash must not stop the job
-            log.exception("job step crashed", extra={"device_id": device_id})
-            progress.fail(device_id, f"{type(exc).__name__}: {exc}", {})
+        """One device: a timeout per attempt, retries with backoff for transient failures.
+
+        Transient: a timeout or an error with a 5xx status (unreachable router, dropped
+        connection). A 4xx (the router refused a command, a changed host key) is final.
+        """
+        attempts = 0
+        failure: tuple[str, dict[str, Any], bool]
+        while True:
+            attempts += 1
+            try:
+                device = await Device.get_or_none(id=device_id)
+                if device is None:
+                    raise NotFound(f"device {device_id} was deleted")  # noqa: TRY301
+                async with asyncio.timeout(self._device_timeout):
+                    await work(device)
+            except TimeoutError:
+                failure = (f"timed out after {self._device_timeout:g} s", {}, True)
+            except ISPError as exc:
+                failure = (exc.detail, exc.extra, exc.status_code >= 500)
+            except Exception as exc:  # noqa: BLE001 - one device's crash must not stop the job
+                log.exception("job step crashed", extra={"device_id": device_id})
+                failure = (f"{type(exc).__name__}: {exc}", {}, False)
+            else:
+                break
+            reason, extra, transient = failure
+            if not transient or attempts > self._retries:
+                progress.fail(device_id, reason, extra, attempts)
+                break
+            delay = self._backoff * 2 ** (attempts - 1) * (0.5 + random.random())
+            log.info(
+                "device backup retry",
+                extra={"device_id": device_id, "attempt": attempts, "delay_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
         progress.done_one()
         await progress.maybe_flush()
 
@@ -115,8 +150,8 @@ class _Progress:
         self.failed: list[dict[str, Any]] = []
         self._flushed_at = time.monotonic()
 
-    def fail(self, device_id: int, reason: str, extra: dict[str, Any]) -> None:
-        entry: dict[str, Any] = {"device_id": device_id, "reason": reason}
+    def fail(self, device_id: int, reason: str, extra: dict[str, Any], attempts: int = 1) -> None:
+        entry: dict[str, Any] = {"device_id": device_id, "reason": reason, "attempts": attempts}
         for key in ("plugin", "hook"):
             if key in extra:
                 entry[key] = extra[key]

@@ -72,7 +72,7 @@ class Device(Model):
     port = fields.IntField(default=22)
     username = fields.CharField(max_length=64)
     password_enc = fields.TextField()
-    host_key = fields.TextField(null=True)
+    host_key: str | None = fields.TextField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -83,7 +83,12 @@ class DeviceOut(BaseModel):
     port: int
     username: str
     host_key_pinned: bool
+    host_key_fingerprint: str | None = None
     created_at: datetime
+
+
+class TrustIn(Strict):
+    host_key: str | None = Field(default=None, max_length=16_384)
 
 
 class ServiceIn(Strict):

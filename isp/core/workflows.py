@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncssh
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from isp.auth.tokens import Principal
 from isp.core import events
 from isp.core.models import Customer, Device, Plan, Service
 from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
@@ -21,6 +23,7 @@ from isp.core.status import check_move
 from isp.crypto import SecretBox
 from isp.errors import Conflict, NotFound, ValidationFailed
 from isp.plugins import registry
+from isp.plugins.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,42 @@ async def move_service(service_id: int, action: str) -> Service:
             extra={"service_id": service.id, "action": action, "status": move.target.value},
         )
     return service
+
+
+async def trust_host_key(device_id: int, host_key: str | None, actor: Principal) -> Device:
+    """Pin ``host_key`` (an OpenSSH public key line) or forget the pin when None."""
+    device: Device = await get_or_404(Device, device_id, "device")
+    if host_key is not None:
+        try:
+            host_key = (
+                asyncssh.import_public_key(host_key.strip())
+                .export_public_key("openssh")
+                .decode()
+                .strip()
+            )
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise ValidationFailed(
+                "host_key is not an OpenSSH public key line (e.g. 'ssh-ed25519 AAAA...')",
+                errors=[{"loc": ["body", "host_key"], "msg": "not an OpenSSH public key"}],
+            ) from exc
+    previous = device.host_key
+    device.host_key = host_key
+    async with in_transaction() as conn:
+        await device.save(using_db=conn, update_fields=["host_key"])
+        await AuditEntry.create(
+            actor=actor.user_name,
+            action="device_trust",
+            detail={
+                "device_id": device.id,
+                "had_key": previous is not None,
+                "pinned": host_key is not None,
+            },
+            using_db=conn,
+        )
+    log.info(
+        "device host key re-trusted", extra={"device_id": device.id, "pinned": host_key is not None}
+    )
+    return device
 
 
 async def get_or_404(model: type[Any], object_id: Any, label: str) -> Any:

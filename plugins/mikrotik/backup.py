@@ -103,7 +103,11 @@ async def export(router: RouterSession, settings: MikrotikSettings) -> Artifact:
         command = Command("/", "export")
         raw = await router.output(command, limit=settings.export_timeout)
     text = check_export(raw, router, command)
-    return {"kind": "export", "data": raw, "sha256": export_digest(text)}
+    artifact: Artifact = {"kind": "export", "data": raw, "sha256": export_digest(text)}
+    if settings.export_retention is not None:
+        # the core keeps every changed export and this many unchanged ones
+        artifact["keep_unchanged"] = settings.export_retention
+    return artifact
 
 
 def backup_name(device_id: int) -> str:

@@ -262,7 +262,7 @@ async def test_changed_host_key_is_refused_until_re_trusted(
         backup = await world.backup()
         assert backup.status_code == 409
         assert await world.backups() == []
-        # What PUT /devices/{id}/trust will do: forget the pinned key; the next
+        # As PUT /devices/{id}/trust with {} does: forget the pinned key; the next
         # connection pins the key the router presents now.
         await Device.filter(id=world.device_id).update(host_key=None)
         response = await world.move("suspend")
