@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -53,6 +53,7 @@ _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # In-progress local writes end with this; keys may not, so a listing never shows one.
 _PARTIAL_SUFFIX: Final = ".isp-partial"
 _LIST_CONCURRENCY: Final = 16
+INLINE_HASH_LIMIT: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,9 @@ class ObjectStore(Protocol):
     """What the service needs from a blob store; every method may raise an ``ISPError``."""
 
     async def put(self, bucket: str, key: str, data: bytes) -> StoredObject: ...
+    async def put_many(
+        self, bucket: str, items: Sequence[tuple[str, bytes]]
+    ) -> builtins.list[StoredObject]: ...
     async def get(self, bucket: str, key: str) -> bytes: ...
     async def delete(self, bucket: str, key: str) -> None: ...
     async def list(self, bucket: str, prefix: str = "") -> builtins.list[StoredObject]: ...
@@ -178,6 +182,20 @@ class LocalObjectStore:
         bucket_dir = self.root / validate_bucket(bucket)
         with _os_errors("write", bucket, validate_key(key)):
             return await asyncio.to_thread(self._put_sync, bucket_dir, bucket, key, data)
+
+    async def put_many(
+        self, bucket: str, items: Sequence[tuple[str, bytes]]
+    ) -> builtins.list[StoredObject]:
+        """Several atomic writes in one worker-thread hop (a router's export and backup)."""
+        bucket_dir = self.root / validate_bucket(bucket)
+        keys = [validate_key(key) for key, _ in items]
+        with _os_errors("write", bucket, ", ".join(keys)):
+            return await asyncio.to_thread(
+                lambda: [
+                    self._put_sync(bucket_dir, bucket, k, d)
+                    for k, (_, d) in zip(keys, items, strict=True)
+                ]
+            )
 
     @staticmethod
     def _put_sync(bucket_dir: Path, bucket: str, key: str, data: bytes) -> StoredObject:
@@ -385,11 +403,20 @@ class S3ObjectStore:
     async def put(self, bucket: str, key: str, data: bytes) -> StoredObject:
         """Upload with the SHA-256 in metadata so ``list`` need not download to hash."""
         bucket, key = validate_bucket(bucket), validate_key(key)
-        digest = await asyncio.to_thread(_sha256_hex, data)
+        # Hashing a small object is cheaper than a hop to a worker thread.
+        if len(data) < INLINE_HASH_LIMIT:
+            digest = _sha256_hex(data)
+        else:
+            digest = await asyncio.to_thread(_sha256_hex, data)
         with _s3_errors("write", bucket, key):
             s3 = await self._client()
             await s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": digest})
         return StoredObject(key=key, size=len(data), sha256=digest)
+
+    async def put_many(
+        self, bucket: str, items: Sequence[tuple[str, bytes]]
+    ) -> builtins.list[StoredObject]:
+        return [await self.put(bucket, key, data) for key, data in items]
 
     async def get(self, bucket: str, key: str) -> bytes:
         bucket, key = validate_bucket(bucket), validate_key(key)

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.connection import get_connection
-from tortoise.transactions import in_transaction
+from tortoise.expressions import Subquery
+from tortoise.functions import Max
 
 from isp.core import events
 from isp.core.models import Backup, BackupKind, Device
@@ -72,8 +73,14 @@ def _malformed(plugin: str, why: str) -> PluginError:
     )
 
 
-async def back_up_device(device: Device, store: ObjectStore, bucket: str) -> list[Backup]:
-    """Run the device_backup hooks for ``device`` and record what they return."""
+async def back_up_device(
+    device: Device, store: ObjectStore, bucket: str, *, batch: BackupBatch | None = None
+) -> list[Backup]:
+    """Run the device_backup hooks for ``device`` and record what they return.
+
+    With ``batch`` (fleet jobs) the rows are queued in the batch, written by its
+    ``flush``; the returned rows then have no ids yet.
+    """
     results = await registry.emit(events.DEVICE_BACKUP, device, db=get_connection("default"))
     artifacts: list[Artifact] = []
     for result in results:
@@ -86,18 +93,23 @@ async def back_up_device(device: Device, store: ObjectStore, bucket: str) -> lis
             device_id=device.id,
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    stored: list[tuple[Artifact, str]] = []
+    keyed = [
+        (
+            artifact,
+            f"devices/{device.id}/{stamp}-{artifact.kind.value}-"
+            f"{artifact.sha256[:16]}.{EXTENSIONS[artifact.kind]}",
+        )
+        for artifact in artifacts
+    ]
+    stored = False
     try:
-        for artifact in artifacts:
-            key = (
-                f"devices/{device.id}/{stamp}-{artifact.kind.value}-"
-                f"{artifact.sha256[:16]}.{EXTENSIONS[artifact.kind]}"
-            )
-            await store.put(bucket, key, artifact.data)
-            stored.append((artifact, key))
-        backups = await _record(device, stored)
+        await store.put_many(bucket, [(key, artifact.data) for artifact, key in keyed])
+        stored = True
+        if batch is not None:
+            return batch.add(device.id, keyed)
+        backups = await _record(device, keyed)
     except BaseException:
-        for _, key in stored:
+        for _, key in keyed if stored else ():
             try:
                 await store.delete(bucket, key)
             except ISPError:
@@ -110,29 +122,32 @@ async def back_up_device(device: Device, store: ObjectStore, bucket: str) -> lis
 
 
 async def _record(device: Device, stored: list[tuple[Artifact, str]]) -> list[Backup]:
-    backups: list[Backup] = []
-    async with in_transaction() as conn:
-        for artifact, key in stored:
-            # Only the previous sha256 matters: one indexed lookup, one column.
-            previous = (
-                await Backup.filter(device_id=device.id, kind=artifact.kind)
-                .using_db(conn)
-                .order_by("-id")
-                .first()
-                .only("id", "sha256")
-            )
-            backups.append(
-                await Backup.create(
-                    device_id=device.id,
-                    kind=artifact.kind,
-                    sha256=artifact.sha256,
-                    size=len(artifact.data),
-                    changed=previous is None or previous.sha256 != artifact.sha256,
-                    object_key=key,
-                    using_db=conn,
-                )
-            )
-    return backups
+    """Insert one row per artifact, ``changed`` against the newest row of its kind."""
+    kinds = sorted({artifact.kind for artifact, _ in stored})
+    newest = (
+        Backup.filter(device_id=device.id, kind__in=kinds)
+        .group_by("kind")
+        .annotate(newest=Max("id"))
+    )
+    latest = {
+        row["kind"]: row["sha256"]
+        for row in await Backup.filter(id__in=Subquery(newest.values("newest"))).values(
+            "kind", "sha256"
+        )
+    }
+    new = [
+        Backup(
+            device_id=device.id,
+            kind=artifact.kind,
+            sha256=artifact.sha256,
+            size=len(artifact.data),
+            changed=latest.get(artifact.kind) != artifact.sha256,
+            object_key=key,
+        )
+        for artifact, key in stored
+    ]
+    await Backup.bulk_create(new)  # one statement: atomic without a transaction
+    return list(await Backup.filter(object_key__in=[key for _, key in stored]).order_by("id"))
 
 
 async def prune_unchanged(
@@ -177,3 +192,61 @@ async def diff_exports(first: Backup, second: Backup, store: ObjectStore, bucket
         )
 
     return await asyncio.to_thread(render)
+
+
+class BackupBatch:
+    """Backups of a fleet job, recorded in batches instead of one router at a time.
+
+    One query finds the newest backup of each kind for every device of the job; each
+    ``flush`` writes the queued rows in one INSERT, then prunes where a plugin asked to.
+    A crash loses at most the rows queued since the last flush (their objects stay in
+    the store, unreferenced).
+    """
+
+    def __init__(self, store: ObjectStore, bucket: str) -> None:
+        self._store, self._bucket = store, bucket
+        self._latest: dict[tuple[int, BackupKind], str] = {}
+        self._pending: list[Backup] = []
+        self._prune: dict[tuple[int, BackupKind], int] = {}
+
+    async def prime(self, device_ids: list[int]) -> None:
+        for start in range(0, len(device_ids), 500):
+            page = device_ids[start : start + 500]
+            newest = (
+                Backup.filter(device_id__in=page)
+                .group_by("device_id", "kind")
+                .annotate(newest=Max("id"))
+                .values("newest")
+            )
+            for row in await Backup.filter(id__in=Subquery(newest)).values(
+                "device_id", "kind", "sha256"
+            ):
+                self._latest[(row["device_id"], BackupKind(row["kind"]))] = row["sha256"]
+
+    def add(self, device_id: int, stored: list[tuple[Artifact, str]]) -> list[Backup]:
+        rows = []
+        for artifact, key in stored:
+            slot = (device_id, artifact.kind)
+            rows.append(
+                Backup(
+                    device_id=device_id,
+                    kind=artifact.kind,
+                    sha256=artifact.sha256,
+                    size=len(artifact.data),
+                    changed=self._latest.get(slot) != artifact.sha256,
+                    object_key=key,
+                )
+            )
+            self._latest[slot] = artifact.sha256
+            if artifact.keep_unchanged is not None:
+                self._prune[slot] = artifact.keep_unchanged
+        self._pending += rows
+        return rows
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await Backup.bulk_create(pending, batch_size=500)
+        prune, self._prune = self._prune, {}
+        for (device_id, kind), keep in prune.items():
+            await prune_unchanged(device_id, kind, keep, self._store, self._bucket)

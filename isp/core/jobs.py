@@ -43,7 +43,15 @@ class JobRunner:
         self._backoff = backoff
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, kind: str, device_ids: list[int] | None, work: DeviceTask) -> Job:
+    async def start(
+        self,
+        kind: str,
+        device_ids: list[int] | None,
+        work: DeviceTask,
+        *,
+        prepare: Callable[[list[int]], Awaitable[None]] | None = None,
+        flush: Callable[[], Awaitable[None]] | None = None,
+    ) -> Job:
         """Create the job row and start it; unknown ids are refused before anything runs."""
         if device_ids is None:
             ids: list[int] = list(
@@ -64,7 +72,9 @@ class JobRunner:
                     ],
                 )
         job = await Job.create(id=uuid.uuid4(), kind=kind, total=len(ids), status=JobStatus.RUNNING)
-        task = asyncio.create_task(self._run(job, ids, work), name=f"job-{job.id}")
+        if prepare is not None:
+            await prepare(ids)
+        task = asyncio.create_task(self._run(job, ids, work, flush), name=f"job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
@@ -81,11 +91,19 @@ class JobRunner:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, job: Job, ids: list[int], work: DeviceTask) -> None:
+    async def _run(
+        self,
+        job: Job,
+        ids: list[int],
+        work: DeviceTask,
+        flush: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for device_id in ids:
             queue.put_nowait(device_id)
-        progress = _Progress(job)
+        progress = _Progress(job, flush)
+        devices = _DeviceCache()
+        devices.expect(ids)
 
         async def worker() -> None:
             while True:
@@ -93,7 +111,7 @@ class JobRunner:
                     device_id = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                await self._one(device_id, work, progress)
+                await self._one(device_id, work, progress, devices)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -104,7 +122,9 @@ class JobRunner:
             await asyncio.shield(progress.finish(JobStatus.FAILED, "interrupted by shutdown"))
             raise
 
-    async def _one(self, device_id: int, work: DeviceTask, progress: _Progress) -> None:
+    async def _one(
+        self, device_id: int, work: DeviceTask, progress: _Progress, devices: _DeviceCache
+    ) -> None:
         """One device: a timeout per attempt, retries with backoff for transient failures.
 
         Transient: a timeout or an error with a 5xx status (unreachable router, dropped
@@ -115,7 +135,7 @@ class JobRunner:
         while True:
             attempts += 1
             try:
-                device = await Device.get_or_none(id=device_id)
+                device = await devices.get(device_id, attempts > 1)
                 if device is None:
                     raise NotFound(f"device {device_id} was deleted")  # noqa: TRY301
                 async with asyncio.timeout(self._device_timeout):
@@ -143,9 +163,33 @@ class JobRunner:
         await progress.maybe_flush()
 
 
+class _DeviceCache:
+    """Devices read in pages of ``PAGE`` (one query each), not one query per device."""
+
+    PAGE = 500
+
+    def __init__(self) -> None:
+        self._found: dict[int, Device | None] = {}
+        self._pending: list[int] = []
+
+    def expect(self, ids: list[int]) -> None:
+        self._pending = list(ids)
+
+    async def get(self, device_id: int, fresh: bool = False) -> Device | None:
+        if fresh or device_id not in self._found:
+            if fresh or device_id not in self._pending:
+                return await Device.get_or_none(id=device_id)
+            page = self._pending[self._pending.index(device_id) :][: self.PAGE]
+            found = {d.id: d for d in await Device.filter(id__in=page)}
+            for pid in page:
+                self._found[pid] = found.get(pid)
+        return self._found.pop(device_id, None)
+
+
 class _Progress:
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, flush: Callable[[], Awaitable[None]] | None = None) -> None:
         self.job = job
+        self._flush = flush
         self.done = 0
         self.failed: list[dict[str, Any]] = []
         self._flushed_at = time.monotonic()
@@ -163,9 +207,13 @@ class _Progress:
     async def maybe_flush(self) -> None:
         if time.monotonic() - self._flushed_at >= PROGRESS_INTERVAL:
             self._flushed_at = time.monotonic()
+            if self._flush is not None:
+                await self._flush()
             await Job.filter(id=self.job.id).update(done=self.done, failed=list(self.failed))
 
     async def finish(self, status: JobStatus, reason: str | None = None) -> None:
+        if self._flush is not None:
+            await self._flush()
         if reason is not None:
             self.failed.append({"device_id": None, "reason": reason})
         if self.failed and status is JobStatus.SUCCEEDED and len(self.failed) == self.job.total:

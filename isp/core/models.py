@@ -132,6 +132,9 @@ class Backup(Model):
 
     class Meta:
         table = "backup"
+        # "the previous backup of this kind" and "newest first" per device stay index
+        # lookups however many backups a fleet accumulates
+        indexes = (("device_id", "kind", "id"),)
 
 
 class Job(Model):

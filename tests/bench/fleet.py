@@ -44,7 +44,7 @@ from tortoise.connection import get_connection  # noqa: E402
 
 from isp import db  # noqa: E402
 from isp.config import Settings  # noqa: E402
-from isp.core.backups import back_up_device  # noqa: E402
+from isp.core.backups import BackupBatch, back_up_device  # noqa: E402
 from isp.core.events import CORE_EVENTS, DEVICE_BACKUP  # noqa: E402
 from isp.core.jobs import JobRunner  # noqa: E402
 from isp.core.models import Backup, Device, Job, JobStatus, Vendor  # noqa: E402
@@ -178,11 +178,14 @@ async def run_hook(devices: list[Device], concurrency: int) -> float:
 
 
 async def run_job(runner: JobRunner, store: Any) -> float:
+    """The fleet job exactly as ``POST /backups/run`` starts it."""
+    batch = BackupBatch(store, BUCKET)
+
     async def work(device: Device) -> None:
-        await back_up_device(device, store, BUCKET)
+        await back_up_device(device, store, BUCKET, batch=batch)
 
     start = time.perf_counter()
-    job = await runner.start("backup", None, work)
+    job = await runner.start("backup", None, work, prepare=batch.prime, flush=batch.flush)
     await runner.wait(job.id)
     elapsed = time.perf_counter() - start
     job = await Job.get(id=job.id)
