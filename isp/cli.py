@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -203,6 +204,56 @@ def plugins_disable(name: str) -> None:
         return await service.set_enabled(name, False, _actor())
 
     _print_plugin(_plugin_command(work))
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True, help="Back up every device.")
+@click.option("--device", "device_ids", multiple=True, type=int, help="A device id (repeatable).")
+def backup(everything: bool, device_ids: tuple[int, ...]) -> None:
+    """Back up devices now, as POST /backups/run does; a progress bar on a terminal."""
+    if everything == bool(device_ids):
+        raise click.UsageError("give either --all or one or more --device ID")
+    from isp.core.backups import BackupBatch, back_up_device
+    from isp.core.jobs import JobRunner
+    from isp.core.models import Device, Job
+
+    settings = _settings()
+    bar_wanted = sys.stdout.isatty()
+
+    async def work(service: PluginService) -> Job:
+        store, bucket = service.store, settings.s3_backups_bucket
+        batch = BackupBatch(store, bucket)
+        runner = JobRunner(
+            settings.backup_concurrency,
+            device_timeout=settings.backup_device_timeout,
+            retries=settings.backup_retries,
+        )
+
+        async def one(device: Device) -> None:
+            await back_up_device(device, store, bucket, batch=batch)
+
+        ids = list(device_ids) if device_ids else None
+        job = await runner.start("backup", ids, one, prepare=batch.prime, flush=batch.flush)
+        waiting = asyncio.create_task(runner.wait(job.id))
+        with click.progressbar(
+            length=job.total, label="backing up", file=None if bar_wanted else io.StringIO()
+        ) as bar:
+            shown = 0
+            while not waiting.done():
+                await asyncio.wait({waiting}, timeout=0.2)
+                current = await Job.get(id=job.id)
+                bar.update(current.done - shown)
+                shown = current.done
+        await waiting
+        return await Job.get(id=job.id)
+
+    job = _plugin_command(work)
+    ok = job.done - len(job.failed)
+    click.echo(f"backed up {ok} of {job.total} devices; {len(job.failed)} failed")
+    for failure in job.failed:
+        click.echo(f"  device {failure.get('device_id')}: {failure.get('reason')}", err=True)
+    if job.failed:
+        sys.exit(1)
 
 
 @main.group()

@@ -67,6 +67,10 @@ class PluginService:
         return self._runtime
 
     @property
+    def store(self) -> ObjectStore:
+        return self._store
+
+    @property
     def bucket(self) -> str:
         return self._settings.s3_plugins_bucket
 

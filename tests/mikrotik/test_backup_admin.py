@@ -154,3 +154,30 @@ async def test_fleet_job_retries_a_dropped_router_and_times_out_a_stuck_one(
     assert failure["attempts"] == 2
     listed = await (await client.get(f"/devices/{ids[1]}/backups", headers=headers)).get_json()
     assert len(listed["backups"]) == 1
+
+
+async def test_isp_backup_from_the_cli_backs_up_the_fleet(
+    settings: Settings, client: Any, tokens: Tokens
+) -> None:
+    from tests.test_cli import cli_env, isp
+
+    headers = auth(tokens.operator)
+    async with RouterFleet(3) as fleet:
+        fleet[2].state.permissions_denied = True  # a router that refuses: a clear failure
+        ids = [
+            await add_device(client, headers, router, f"cli{i}", "secret")
+            for i, router in enumerate(fleet)
+        ]
+        env = cli_env(settings.database_url, settings.data_dir.parent)
+        code, out, err = await isp("backup", "--all", env=env)
+        assert code == 1, err
+        assert "backed up 2 of 3 devices; 1 failed" in out
+        assert f"device {ids[2]}:" in err
+        code, out, err = await isp("backup", "--device", str(ids[0]), env=env)
+        assert code == 0, err
+        assert "backed up 1 of 1 devices; 0 failed" in out
+    listed = await (await client.get(f"/devices/{ids[0]}/backups", headers=headers)).get_json()
+    assert [b["changed"] for b in listed["backups"] if b["kind"] == "export"] == [False, True]
+    code, _, err = await isp("backup", env=env)
+    assert code == 2
+    assert "--all" in err
