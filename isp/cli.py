@@ -91,18 +91,39 @@ def migrate() -> None:
     configure_logging(settings.log_level)
 
     async def work() -> list[str]:
-        return []
+        from isp.plugins import tables
+        from isp.plugins.discovery import discover
 
-    _run(settings, work)
+        applied: list[str] = []
+        for source in await asyncio.to_thread(discover, settings.plugins_dir):
+            if source.manifest is not None and tables.has_migrations(source.path):
+                applied += await tables.migrate(source.name, source.path)
+        return applied
+
+    for name in _run(settings, work):
+        click.echo(f"applied {name}")
     click.echo("migrations are up to date")
 
 
 @main.command()
 @click.option("--check", is_flag=True, help="Exit 1 when the models need a new migration.")
 @click.option("--name", default=None, help="Name of the new migration file.")
-def makemigrations(check: bool, name: str | None) -> None:
-    """Write a migration for model changes of the core (developers)."""
-    changes = asyncio.run(db.pending_model_changes(name=name, write=not check))
+@click.option("--plugin", default=None, help="A plugin under ISP_PLUGINS_DIR, not the core.")
+def makemigrations(check: bool, name: str | None, plugin: str | None) -> None:
+    """Write a migration for model changes of the core or of one plugin (developers)."""
+    apps, only = None, None
+    if plugin is not None:
+        from isp.plugins import tables
+
+        folder = _settings().plugins_dir / plugin
+        if not (folder / "models.py").is_file():
+            raise click.ClickException(f"{folder}/models.py not found")
+        (folder / "migrations").mkdir(exist_ok=True)
+        (folder / "migrations" / "__init__.py").touch()
+        tables.ensure_package(plugin, folder)
+        only = tables.app_label(plugin)
+        apps = {db.CORE_APP: db.core_app_config(), only: tables.app_config(plugin)}
+    changes = asyncio.run(db.pending_model_changes(apps, name=name, write=not check, only=only))
     if not changes:
         click.echo("no changes: the migrations match the models")
         return

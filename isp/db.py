@@ -105,7 +105,11 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 async def pending_model_changes(
-    apps: dict[str, dict[str, Any]] | None = None, *, name: str | None = None, write: bool = False
+    apps: dict[str, dict[str, Any]] | None = None,
+    *,
+    name: str | None = None,
+    write: bool = False,
+    only: str | None = None,
 ) -> list[str]:
     """Migrations the models need beyond the files on disk; written when ``write``.
 
@@ -120,6 +124,8 @@ async def pending_model_changes(
         writers = await MigrationAutodetector(context.apps, apps).changes()
         found: list[str] = []
         for writer in writers:
+            if only is not None and writer.app_label != only:
+                continue
             if name:
                 writer.name = f"{writer.name.split('_', 1)[0]}_{name}"
             found.append(str(writer.write()) if write else f"{writer.app_label}.{writer.name}")

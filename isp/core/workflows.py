@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import asyncssh
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -21,17 +22,43 @@ from isp.core.models import Customer, Device, Plan, Service
 from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
 from isp.core.status import check_move
 from isp.crypto import SecretBox
-from isp.errors import Conflict, NotFound, ValidationFailed
+from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
 from isp.plugins import registry
 from isp.plugins.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
 
+async def emit_in_transaction(event: str, obj: Any, conn: BaseDBAsyncClient) -> None:
+    """Emit ``event`` inside the workflow's transaction and make sure it can still commit.
+
+    A non-critical hook may fail after a statement of its own failed: on PostgreSQL that
+    aborts the whole transaction, and COMMIT would then roll back silently while the API
+    reports success. A one-statement probe finds out, and the workflow fails instead,
+    naming the hook.
+    """
+    results = await registry.emit(event, obj, db=conn)
+    failed = [result for result in results if result.error is not None]
+    if not failed:
+        return
+    try:
+        await conn.execute_query("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot commit"
+        first = failed[0]
+        why = first.error.detail if first.error else "failed"
+        raise HookCrashed(
+            f"hook {first.plugin}.{first.hook} failed ({why}) and left the database "
+            "transaction unusable; the workflow was rolled back",
+            plugin=first.plugin,
+            hook=first.hook,
+            event=event,
+        ) from exc
+
+
 async def create_customer(data: CustomerIn) -> Customer:
     async with in_transaction() as conn:
         customer = await Customer.create(**data.model_dump(), using_db=conn)
-        await registry.emit(events.CUSTOMER_CREATED, customer, db=conn)
+        await emit_in_transaction(events.CUSTOMER_CREATED, customer, conn)
     return customer
 
 
@@ -94,7 +121,7 @@ async def move_service(service_id: int, action: str) -> Service:
         await service.fetch_related("customer", "plan", "device", using_db=conn)
         service.status = move.target
         await service.save(using_db=conn, update_fields=["status", "updated_at"])
-        await registry.emit(move.event, service, db=conn)
+        await emit_in_transaction(move.event, service, conn)
         log.info(
             "service moved",
             extra={"service_id": service.id, "action": action, "status": move.target.value},

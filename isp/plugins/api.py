@@ -80,7 +80,8 @@ async def enable_plugin(name: str) -> dict[str, Any]:
 @require("admin", PLUGINS_MANAGE)
 async def disable_plugin(name: str) -> dict[str, Any]:
     """Stop dispatching the plugin's hooks without unloading its code; survives restarts."""
-    return await service().set_enabled(name, False, current_principal().user_name)
+    user = current_principal().user_name
+    return await service().set_enabled(name, False, user, cascade=_flag("cascade"))
 
 
 @bp.post("/upload")
@@ -108,7 +109,9 @@ async def upload_plugin() -> tuple[dict[str, Any], int]:
 @require("admin", PLUGINS_MANAGE)
 async def uninstall_plugin(name: str) -> tuple[str, int]:
     """Unload and remove the plugin; its data and settings are kept unless ?purge=true."""
-    await service().uninstall(name, current_principal().user_name, purge=_flag("purge"))
+    await service().uninstall(
+        name, current_principal().user_name, purge=_flag("purge"), cascade=_flag("cascade")
+    )
     return "", 204
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from isp.config import Settings
-from isp.errors import ISPError, NotFound, PluginInvalid
+from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
 from isp.plugins import tables
+from isp.plugins.dependencies import Node, dependants, load_order, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
 from isp.plugins.hooks import NAMESPACE
 from isp.plugins.loader import MODELS, LoadedPlugin, detach, load, reinstate
@@ -72,7 +73,13 @@ class PluginState:
             "source": self.origin,
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "reload_error": self.reload_error,
+            "requires": dict(self.requires),
         }
+
+    @property
+    def requires(self) -> dict[str, str]:
+        manifest = self.loaded.manifest if self.loaded else self.source.manifest
+        return dict(manifest.requires) if manifest else {}
 
 
 class PluginRuntime:
@@ -104,8 +111,11 @@ class PluginRuntime:
                     sha256=record.sha256 if record else None,
                     tree_sha256=record.tree_sha256 if record else None,
                 )
-            for state in self._states.values():
-                await self._load(state, state.source, migrate=True)
+            order, refused = load_order({n: s.requires for n, s in self._states.items()})
+            for name, why in refused.items():
+                self._failed(self._states[name], why)
+            for name in order:  # dependencies first
+                await self._load(self._states[name], self._states[name].source, migrate=True)
         active = sum(1 for s in self._states.values() if s.loaded is not None)
         log.info("plugins started: %d loaded, %d failed", active, len(self._states) - active)
 
@@ -159,8 +169,52 @@ class PluginRuntime:
             await self._unload(self._get(name))
             del self._states[name]
 
-    async def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
-        """Enable or disable at run time, without unloading code; persisted in the DB."""
+    def graph(self) -> dict[str, Node]:
+        """What dependency checks see: each plugin's loaded version, flag and requires."""
+        return {
+            name: Node(
+                version=state.loaded.manifest.version if state.loaded else None,
+                enabled=state.enabled,
+                requires=state.requires,
+            )
+            for name, state in self._states.items()
+        }
+
+    def required_by(self, name: str) -> builtins.list[str]:
+        return sorted(n for n, s in self._states.items() if name in s.requires)
+
+    async def set_enabled(
+        self, name: str, enabled: bool, *, cascade: bool = False
+    ) -> dict[str, Any]:
+        """Enable or disable at run time, without unloading code; persisted in the DB.
+
+        Enabling needs every requirement enabled and in range (409 otherwise); disabling
+        a plugin that enabled plugins depend on is refused unless ``cascade``, which
+        disables those first.
+        """
+        self._get(name)
+        if enabled:
+            problems = unmet(name, self._states[name].requires, self.graph(), enabled=True)
+            if problems:
+                raise Conflict("; ".join(problems), plugin=name)
+        else:
+            for dependant in reversed(self.check_dependants(name, cascade=cascade)):
+                await self._set_enabled(dependant, False)
+        return await self._set_enabled(name, enabled)
+
+    def check_dependants(self, name: str, *, cascade: bool) -> builtins.list[str]:
+        """Enabled plugins that depend on ``name``; refused (409) unless ``cascade``."""
+        found = dependants(name, self.graph())
+        if found and not cascade:
+            raise Conflict(
+                f"{', '.join(found)} depend{'s' if len(found) == 1 else ''} on {name}: "
+                "disable them first, or add ?cascade=true to disable them too",
+                plugin=name,
+                dependants=found,
+            )
+        return found
+
+    async def _set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
         async with self._lock:
             state = self._get(name)
             loaded = state.loaded
@@ -242,7 +296,10 @@ class PluginRuntime:
         return state.loaded.manifest.version if state and state.loaded else None
 
     def list(self) -> builtins.list[dict[str, Any]]:
-        return [self._states[name].to_json() for name in sorted(self._states)]
+        return [
+            {**self._states[name].to_json(), "required_by": self.required_by(name)}
+            for name in sorted(self._states)
+        ]
 
     # -- internals -------------------------------------------------------------------
 
@@ -263,7 +320,7 @@ class PluginRuntime:
             }
             for entry in (state.loaded.entries if state.loaded else ())
         ]
-        return {**state.to_json(), "stats": stats}
+        return {**state.to_json(), "required_by": self.required_by(state.name), "stats": stats}
 
     def _known_events(self, source: PluginSource) -> set[str]:
         """Core events plus every plugin's declared events (load order must not matter)."""
@@ -280,6 +337,11 @@ class PluginRuntime:
         """(Re)load ``source``. ``migrate``: apply the plugin's pending migrations first
         (first load in this process, install, upgrade); a hot reload keeps the models."""
         old = state.loaded
+        wanted = dict(source.manifest.requires) if source.manifest else {}
+        problems = unmet(state.name, wanted, self.graph(), enabled=False)
+        if problems:
+            self._failed(state, "; ".join(problems))
+            return
         if state.origin == "upload" and state.tree_sha256:
             actual = await tree_digest_async(source.path)
             if actual != state.tree_sha256:

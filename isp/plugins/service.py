@@ -30,9 +30,12 @@ import isp
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid, ValidationFailed
 from isp.plugins import store as files
+from isp.plugins.dependencies import check_install, check_upgrade
 from isp.plugins.manifest import Manifest
 from isp.plugins.models import AuditEntry, PluginGeneration, PluginRecord
 from isp.plugins.runtime import PluginRuntime
+from isp.plugins.tables import drop as drop_tables
+from isp.plugins.tables import registered_tables
 from isp.storage import ObjectStore
 
 log = logging.getLogger("isp.plugins.service")
@@ -124,6 +127,10 @@ class PluginService:
                         installed=installed,
                         uploaded=manifest.version,
                     )
+            graph = self._runtime.graph()
+            check_install(name, manifest.requires, graph)
+            if installed is not None:
+                check_upgrade(name, manifest.version, graph)
             action = "install" if installed is None else "upgrade"
             await self._install(data, archive, manifest, record, actor, action, installed)
             return self._runtime.describe(name), 201 if installed is None else 200
@@ -234,9 +241,15 @@ class PluginService:
 
     # -- enable / disable / uninstall --------------------------------------------------
 
-    async def set_enabled(self, name: str, enabled: bool, actor: str) -> dict[str, Any]:
+    async def set_enabled(
+        self, name: str, enabled: bool, actor: str, *, cascade: bool = False
+    ) -> dict[str, Any]:
         async with self._lock:
-            described = await self._runtime.set_enabled(name, enabled)
+            cascaded = [] if enabled else self._runtime.check_dependants(name, cascade=cascade)
+            described = await self._runtime.set_enabled(name, enabled, cascade=cascade)
+            for dependant in cascaded:
+                async with in_transaction() as conn:
+                    await audit(conn, actor, "disable", dependant, detail={"cascade_from": name})
             async with in_transaction() as conn:
                 await audit(
                     conn,
@@ -250,12 +263,22 @@ class PluginService:
                 await bump_generation(conn)
             return described
 
-    async def uninstall(self, name: str, actor: str, *, purge: bool = False) -> None:
-        """Unload and remove the plugin's folder; its data and settings stay unless purge."""
+    async def uninstall(
+        self, name: str, actor: str, *, purge: bool = False, cascade: bool = False
+    ) -> None:
+        """Unload and remove the plugin's folder; its data and settings stay unless purge.
+
+        Enabled plugins that depend on it are a 409, unless ``cascade`` disables them.
+        """
         async with self._lock:
             record = await PluginRecord.get_or_none(name=name)
             if not self._runtime.knows(name) and (record is None or record.source == "removed"):
                 raise NotFound(f"no plugin named {name!r}", plugin=name)
+            for dependant in reversed(self._runtime.check_dependants(name, cascade=cascade)):
+                await self._runtime.set_enabled(dependant, False)
+                async with in_transaction() as conn:
+                    await audit(conn, actor, "disable", dependant, detail={"cascade_from": name})
+            tables_to_drop = registered_tables(name) if purge else []
             version = record.version if record else self._runtime.version_of(name)
             if self._runtime.knows(name):
                 await self._runtime.unload_plugin(name)
@@ -280,6 +303,7 @@ class PluginService:
                 )
                 await bump_generation(conn)
             if purge:
+                await drop_tables(name, tables_to_drop)
                 for stored in await self._store.list(self.bucket, f"{name}/"):
                     await self._store.delete(self.bucket, stored.key)
         log.info("plugin %s uninstalled", name, extra={"plugin": name, "purge": purge})

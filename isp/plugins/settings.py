@@ -198,11 +198,14 @@ class SettingsStore:
             if changed:
                 await _write(conn, name, record, raw, changed, actor)
         if changed:
-            log.info("plugin %s settings changed: %s", name, ", ".join(changed),
-                     extra={"plugin": name, "fields": changed})
+            log.info(
+                "plugin %s settings changed: %s",
+                name,
+                ", ".join(changed),
+                extra={"plugin": name, "fields": changed},
+            )
         latest = self._entries.get(name, entry)  # the model may have been reloaded meanwhile
-        self._entries[name] = self._entry(name, latest.model, {**decoded, **plain},
-                                          refreshed=True)
+        self._entries[name] = self._entry(name, latest.model, {**decoded, **plain}, refreshed=True)
         return self._entries[name].instance
 
     # -- internals -----------------------------------------------------------------------
@@ -224,15 +227,18 @@ class SettingsStore:
             if f not in known:
                 msg = f"unknown setting; known settings: {', '.join(sorted(known))}"
             elif f in entry.env:
-                msg = (f"set by the environment variable {entry.env[f]}; unset it to manage "
-                       "this setting through the API")
+                msg = (
+                    f"set by the environment variable {entry.env[f]}; unset it to manage "
+                    "this setting through the API"
+                )
             else:
                 continue
             errors.append({"loc": ["body", f], "msg": msg})
         if errors:
             detail = "; ".join(f"{e['loc'][1]}: {e['msg']}" for e in errors)
-            raise ValidationFailed(f"invalid settings for plugin {name!r}: {detail}",
-                                   errors=errors, plugin=name)
+            raise ValidationFailed(
+                f"invalid settings for plugin {name!r}: {detail}", errors=errors, plugin=name
+            )
 
     def _reload(self, name: str, raw: Any, box: SecretBox | None) -> None:
         entry = self._entries.get(name)
@@ -244,8 +250,11 @@ class SettingsStore:
         self, name: str, model: type[BaseModel], decoded: Mapping[str, Any], *, refreshed: bool
     ) -> _Entry:
         instance, _ = self._resolve(name, model, decoded)
-        env = {f: env_variable(name, f) for f in model.model_fields
-               if env_variable(name, f) in os.environ}
+        env = {
+            f: env_variable(name, f)
+            for f in model.model_fields
+            if env_variable(name, f) in os.environ
+        }
         return _Entry(model, dict(decoded), env, instance, refreshed)
 
     def _decode(self, name: str, raw: Mapping[str, Any], box: SecretBox | None) -> dict[str, Any]:
@@ -257,8 +266,13 @@ class SettingsStore:
                     opened = box or _process_box()
                     value = json.loads(opened.decrypt(str(value[ENCRYPTED])))
                 except (ISPError, ValueError) as exc:
-                    log.warning("plugin %s: stored secret setting %s unusable, using the "
-                                "default: %s", name, f, exc, extra={"plugin": name})
+                    log.warning(
+                        "plugin %s: stored secret setting %s unusable, using the default: %s",
+                        name,
+                        f,
+                        exc,
+                        extra={"plugin": name},
+                    )
                     continue
             decoded[f] = value
         return decoded
@@ -274,9 +288,12 @@ class SettingsStore:
         stored = {f: v for f, v in decoded.items() if f in model.model_fields}
         env = _env_values(name, model)
         if not quiet and stored.keys() != decoded.keys():
-            log.warning("plugin %s: stored settings %s are not in its model any more, ignored",
-                        name, ", ".join(sorted(decoded.keys() - stored.keys())),
-                        extra={"plugin": name})
+            log.warning(
+                "plugin %s: stored settings %s are not in its model any more, ignored",
+                name,
+                ", ".join(sorted(decoded.keys() - stored.keys())),
+                extra={"plugin": name},
+            )
         for _ in range(len(stored) + len(env) + 1):
             try:
                 return model.model_validate({**stored, **env}), stored
@@ -294,15 +311,25 @@ class SettingsStore:
                 layer, source = (env, env_variable(name, f)) if f in env else (stored, "stored")
                 layer.pop(f)
                 if not quiet:
-                    log.warning("plugin %s: setting %s: %s value is invalid (%s), falling back",
-                                name, f, source, msg, extra={"plugin": name, "field": f})
+                    log.warning(
+                        "plugin %s: setting %s: %s value is invalid (%s), falling back",
+                        name,
+                        f,
+                        source,
+                        msg,
+                        extra={"plugin": name, "field": f},
+                    )
         for fallback in (env, {}):
             try:
                 return model.model_validate(fallback), {}
             except ValidationError:
                 continue
-        log.error("plugin %s: settings model has required fields without defaults and "
-                  "no valid value for them", name, extra={"plugin": name})
+        log.error(
+            "plugin %s: settings model has required fields without defaults and "
+            "no valid value for them",
+            name,
+            extra={"plugin": name},
+        )
         return model.model_construct(**stored), stored
 
 
@@ -342,8 +369,9 @@ async def _write(
     if not await PluginGeneration.filter(id=1).using_db(conn).update(value=F("value") + 1):
         await PluginGeneration.create(id=1, value=1, using_db=conn)
     if actor is not None:  # names only: values (secrets!) never go to the audit log
-        await AuditEntry.create(actor=actor, action="settings", plugin=name,
-                                detail={"fields": changed}, using_db=conn)
+        await AuditEntry.create(
+            actor=actor, action="settings", plugin=name, detail={"fields": changed}, using_db=conn
+        )
 
 
 def _process_box() -> SecretBox:
@@ -377,8 +405,9 @@ def _invalid(name: str, exc: ValidationError, secrets: Mapping[str, Any]) -> Val
             msg = "invalid value (not shown: the setting is secret)"
         errors.append({"loc": ["body", *error["loc"]], "msg": msg})
     detail = "; ".join(".".join(map(str, e["loc"][1:])) + f": {e['msg']}" for e in errors)
-    return ValidationFailed(f"invalid settings for plugin {name!r}: {detail}",
-                            errors=errors, plugin=name)
+    return ValidationFailed(
+        f"invalid settings for plugin {name!r}: {detail}", errors=errors, plugin=name
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -62,7 +62,7 @@ async def put_settings(name: str) -> dict[str, Any]:
     body = await request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise ValidationFailed(
-            "the body must be a JSON object of setting values, e.g. {\"field\": value}",
+            'the body must be a JSON object of setting values, e.g. {"field": value}',
             errors=[{"loc": ["body"], "msg": "expected a JSON object"}],
             plugin=name,
         )

@@ -1,0 +1,1 @@
+"""Migrations of the ``plugin_sms_gateway`` app (the ``sms_gateway_message`` table)."""

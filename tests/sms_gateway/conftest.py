@@ -1,0 +1,45 @@
+"""Fixtures for the SMS gateway plugin: a fake gateway, and an app that loads the plugin.
+
+End-to-end tests get the app with a copy of ``plugins/sms_gateway`` in its plugins
+directory (the app loads plugins, registers their models and applies their migrations
+on start), on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from isp.config import Settings
+from isp.plugins.settings import settings_store
+from tests.sms_gateway.gateway_server import FakeGateway
+from tests.sms_gateway.loaded import PLUGIN_DIR
+
+NAME = "sms_gateway"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The app's settings, with the plugin copied into its plugins directory."""
+    shutil.copytree(
+        PLUGIN_DIR,
+        settings.plugins_dir / NAME,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def default_plugin_settings() -> Iterator[None]:
+    """Every test starts from the plugin's defaults (the settings store is process-wide)."""
+    settings_store.forget(NAME)
+    yield
+    settings_store.forget(NAME)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[FakeGateway]:
+    async with FakeGateway() as server:
+        yield server
