@@ -163,4 +163,7 @@ def check_install(name: str, requires: Mapping[str, str], graph: Graph) -> None:
     edges[name] = dict(requires)
     cycle = find_cycle(edges)
     if cycle and name in cycle:
+        ring = cycle[:-1]
+        start = ring.index(name)  # spell it from the plugin being installed
+        cycle = ring[start:] + ring[:start] + [name]
         raise refuse("dependency cycle: " + " -> ".join(cycle), name, cycle=cycle)
