@@ -60,18 +60,35 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await admin.close()
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test app: data and plugins under ``tmp_path``, no hot reload."""
     plugins_dir = tmp_path / "plugins"
     plugins_dir.mkdir(exist_ok=True)
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        plugins_dir=plugins_dir,
-        plugin_reload=False,
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        hook_timeout=5,
-    )
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": tmp_path / "data",
+        "plugins_dir": plugins_dir,
+        "plugin_reload": False,
+        "secret_key": TEST_SECRET_KEY,
+        "hook_timeout": 5,
+    }
+    return Settings(**{**values, **overrides})
+
+
+def s3_settings(endpoint: str) -> dict[str, Any]:
+    """The ``ISP_S3_*`` settings of a test S3 endpoint (moto)."""
+    from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
+
+    return {
+        "s3_endpoint_url": endpoint,
+        "s3_access_key": S3_ACCESS_KEY,
+        "s3_secret_key": S3_SECRET_KEY,
+    }
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
 
 
 @pytest.fixture

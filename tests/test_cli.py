@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from isp.app import create_app
-from isp.config import Settings
-from tests.conftest import TEST_SECRET_KEY, auth
+from tests.conftest import TEST_SECRET_KEY, auth, make_settings
 
 
 async def isp(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -55,14 +54,7 @@ async def test_token_from_the_cli_drives_the_api(database_url: str, tmp_path: Pa
     assert token.startswith("isp_")
     assert " " not in token
 
-    settings = Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        plugins_dir=tmp_path / "plugins",
-        plugin_reload=False,
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-    )
-    app = create_app(settings)
+    app = create_app(make_settings(database_url, tmp_path))
     async with app.test_app():
         client = app.test_client()
         created = await client.post("/customers", json={"name": "Nina's"}, headers=auth(token))

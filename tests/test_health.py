@@ -11,8 +11,7 @@ from moto.server import ThreadedMotoServer
 
 from isp.app import create_app
 from isp.config import Settings
-from tests.conftest import TEST_SECRET_KEY
-from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.conftest import make_settings, s3_settings
 
 
 async def test_readyz_is_503_when_the_object_store_goes_down(
@@ -22,17 +21,7 @@ async def test_readyz_is_503_when_the_object_store_goes_down(
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    settings = Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        plugins_dir=tmp_path / "plugins",
-        plugin_reload=False,
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        s3_endpoint_url=f"http://{host}:{port}",
-        s3_access_key=S3_ACCESS_KEY,  # type: ignore[arg-type]
-        s3_secret_key=S3_SECRET_KEY,  # type: ignore[arg-type]
-    )
-    app = create_app(settings)
+    app = create_app(make_settings(database_url, tmp_path, **s3_settings(f"http://{host}:{port}")))
     try:
         async with app.test_app():
             client = app.test_client()

@@ -18,13 +18,12 @@ from werkzeug.datastructures import FileStorage
 
 from isp.app import create_app
 from isp.config import Settings
-from tests.conftest import TEST_SECRET_KEY, Tokens, auth
+from tests.conftest import Tokens, auth, make_settings, s3_settings
 from tests.plugins.zips import entry, make_zip
-from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
 
 MAX_UPLOAD = 300_000
 
-HANDLERS = '''
+HANDLERS = """
 from isp.plugins import registry
 
 VERSION = {version!r}
@@ -33,7 +32,7 @@ VERSION = {version!r}
 async def stamp(customer, db):
     customer.address = "{name}-" + VERSION
     await customer.save(using_db=db, update_fields=["address"])
-'''
+"""
 
 
 def plugin_files(
@@ -60,24 +59,8 @@ def plugin_zip(
 
 @pytest.fixture(params=["local", "s3"])
 def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
-    s3: dict[str, Any] = {}
-    if request.param == "s3":
-        s3 = {
-            "s3_endpoint_url": request.getfixturevalue("s3_reset"),
-            "s3_access_key": S3_ACCESS_KEY,
-            "s3_secret_key": S3_SECRET_KEY,
-        }
-    plugins_dir = tmp_path / "plugins"
-    plugins_dir.mkdir(exist_ok=True)
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        plugins_dir=plugins_dir,
-        plugin_reload=False,
-        secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
-        plugin_max_upload=MAX_UPLOAD,
-        **s3,
-    )
+    s3 = s3_settings(request.getfixturevalue("s3_reset")) if request.param == "s3" else {}
+    return make_settings(database_url, tmp_path, plugin_max_upload=MAX_UPLOAD, **s3)
 
 
 async def upload(client: Client, token: str, data: bytes, query: str = "") -> Any:
