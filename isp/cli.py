@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import io
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -75,6 +76,7 @@ def serve(host: str, port: int) -> None:
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # our JSON handler, once
     config.graceful_timeout = 5.0
     try:
         asyncio.run(hypercorn_serve(app, config))
