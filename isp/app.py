@@ -14,7 +14,7 @@ from quart import Quart
 from quart_schema import QuartSchema
 
 import isp
-from isp import db
+from isp import audit, db
 from isp.auth.roles import ensure_builtin_roles
 from isp.config import Settings
 from isp.context import EXTENSION_KEY, Components
@@ -24,7 +24,6 @@ from isp.core.jobs import JobRunner
 from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
 from isp.plugins import registry
-from isp.plugins.api import audit_bp
 from isp.plugins.api import bp as plugins_bp
 from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
@@ -68,7 +67,7 @@ def create_app(settings: Settings) -> Quart:
     app.register_blueprint(health_bp)
     app.register_blueprint(core_bp)
     app.register_blueprint(plugins_bp)
-    app.register_blueprint(audit_bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(plugin_settings_bp)
     app.extensions["isp.plugin_service"] = PluginService(settings, parts.plugins, parts.store)
     sync = PluginSync(settings, parts.plugins, parts.store)

@@ -25,7 +25,12 @@ from isp.config import Settings
 log = logging.getLogger(__name__)
 
 CORE_APP = "core"
-CORE_MODELS: list[str] = ["isp.core.models", "isp.auth.models", "isp.plugins.models"]
+CORE_MODELS: list[str] = [
+    "isp.core.models",
+    "isp.auth.models",
+    "isp.plugins.models",
+    "isp.audit",
+]
 CORE_MIGRATIONS = "isp_migrations"
 MIGRATION_LOCK = 0x15_0001  # PostgreSQL advisory lock key held while migrating
 

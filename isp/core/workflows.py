@@ -16,6 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from isp import audit
 from isp.auth.tokens import Principal
 from isp.core import events
 from isp.core.models import Customer, Device, Plan, Service
@@ -24,7 +25,6 @@ from isp.core.status import check_move
 from isp.crypto import SecretBox
 from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
 from isp.plugins import registry
-from isp.plugins.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,15 @@ async def trust_host_key(device_id: int, host_key: str | None, actor: Principal)
     device.host_key = host_key
     async with in_transaction() as conn:
         await device.save(using_db=conn, update_fields=["host_key"])
-        await AuditEntry.create(
-            actor=actor.user_name,
-            action="device_trust",
+        await audit.record(
+            conn,
+            actor.user_name,
+            "device_trust",
             detail={
                 "device_id": device.id,
                 "had_key": previous is not None,
                 "pinned": host_key is not None,
             },
-            using_db=conn,
         )
     log.info(
         "device host key re-trusted", extra={"device_id": device.id, "pinned": host_key is not None}

@@ -16,13 +16,11 @@ from quart_schema import tag
 from isp.auth.guard import current_principal, require
 from isp.auth.permissions import PLUGINS_MANAGE
 from isp.errors import ValidationFailed
-from isp.plugins.models import AuditEntry
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
 
 EXTENSION: Final = "isp.plugins"
 SERVICE_EXTENSION: Final = "isp.plugin_service"
-AUDIT_PAGE: Final = 100
 
 bp = Blueprint("plugins", __name__, url_prefix="/plugins")
 
@@ -113,39 +111,3 @@ async def uninstall_plugin(name: str) -> tuple[str, int]:
         name, current_principal().user_name, purge=_flag("purge"), cascade=_flag("cascade")
     )
     return "", 204
-
-
-audit_bp = Blueprint("audit", __name__)
-
-
-@audit_bp.get("/audit")
-@tag(["plugins"])
-@require("admin")
-async def list_audit() -> dict[str, Any]:
-    """Administrative changes, newest first (``?before=<id>`` pages back)."""
-    query = AuditEntry.all().order_by("-id").limit(AUDIT_PAGE)
-    before = request.args.get("before")
-    if before is not None:
-        if not before.isdigit():
-            raise ValidationFailed(
-                "query parameter 'before' must be an entry id",
-                errors=[{"loc": ["query", "before"], "msg": "must be an integer"}],
-            )
-        query = query.filter(id__lt=int(before))
-    entries = await query
-    return {
-        "entries": [
-            {
-                "id": e.id,
-                "at": e.at.isoformat(),
-                "actor": e.actor,
-                "action": e.action,
-                "plugin": e.plugin,
-                "from_version": e.from_version,
-                "to_version": e.to_version,
-                "sha256": e.sha256,
-                "detail": e.detail,
-            }
-            for e in entries
-        ]
-    }

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tortoise import fields
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import F
 from tortoise.models import Model
 
 
@@ -37,19 +39,8 @@ class PluginGeneration(Model):
     class Meta:
         table = "plugin_generation"
 
-
-class AuditEntry(Model):
-    """An administrative change: who did what, when, from which version to which."""
-
-    id = fields.IntField(primary_key=True)
-    at = fields.DatetimeField(auto_now_add=True)
-    actor = fields.CharField(max_length=64)
-    action = fields.CharField(max_length=32)
-    plugin = fields.CharField(max_length=64, null=True)
-    from_version = fields.CharField(max_length=64, null=True)
-    to_version = fields.CharField(max_length=64, null=True)
-    sha256 = fields.CharField(max_length=64, null=True)
-    detail: dict[str, Any] = fields.JSONField(default=dict)
-
-    class Meta:
-        table = "audit_entry"
+    @classmethod
+    async def bump(cls, conn: BaseDBAsyncClient) -> None:
+        """Tell every instance that plugin state changed (inside the change's transaction)."""
+        if not await cls.filter(id=1).using_db(conn).update(value=F("value") + 1):
+            await cls.create(id=1, value=1, using_db=conn)

@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
-from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 import isp
+from isp import audit
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid, ValidationFailed
 from isp.plugins import store as files
 from isp.plugins.dependencies import check_install, check_upgrade
 from isp.plugins.manifest import Manifest
-from isp.plugins.models import AuditEntry, PluginGeneration, PluginRecord
+from isp.plugins.models import PluginGeneration, PluginRecord
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.tables import drop as drop_tables
 from isp.plugins.tables import registered_tables
@@ -41,19 +40,6 @@ from isp.storage import ObjectStore
 log = logging.getLogger("isp.plugins.service")
 
 UPLOAD_DIR_PREFIX = ".upload-"
-
-
-async def bump_generation(conn: BaseDBAsyncClient) -> None:
-    """Tell every instance that plugin state changed (inside the change's transaction)."""
-    updated = await PluginGeneration.filter(id=1).using_db(conn).update(value=F("value") + 1)
-    if not updated:
-        await PluginGeneration.create(id=1, value=1, using_db=conn)
-
-
-async def audit(
-    conn: BaseDBAsyncClient, actor: str, action: str, plugin: str, **fields: Any
-) -> None:
-    await AuditEntry.create(actor=actor, action=action, plugin=plugin, using_db=conn, **fields)
 
 
 class PluginService:
@@ -181,7 +167,7 @@ class PluginService:
                         },
                         using_db=conn,
                     )
-                    await audit(
+                    await audit.record(
                         conn,
                         actor,
                         action,
@@ -190,7 +176,7 @@ class PluginService:
                         to_version=manifest.version,
                         sha256=archive.sha256,
                     )
-                    await bump_generation(conn)
+                    await PluginGeneration.bump(conn)
             except BaseException:
                 if promoted:
                     await self._restore(name, backup)
@@ -249,9 +235,11 @@ class PluginService:
             described = await self._runtime.set_enabled(name, enabled, cascade=cascade)
             for dependant in cascaded:
                 async with in_transaction() as conn:
-                    await audit(conn, actor, "disable", dependant, detail={"cascade_from": name})
+                    await audit.record(
+                        conn, actor, "disable", dependant, detail={"cascade_from": name}
+                    )
             async with in_transaction() as conn:
-                await audit(
+                await audit.record(
                     conn,
                     actor,
                     "enable" if enabled else "disable",
@@ -260,7 +248,7 @@ class PluginService:
                     to_version=described.get("version"),
                     sha256=described.get("sha256"),
                 )
-                await bump_generation(conn)
+                await PluginGeneration.bump(conn)
             return described
 
     async def uninstall(
@@ -277,7 +265,9 @@ class PluginService:
             for dependant in reversed(self._runtime.check_dependants(name, cascade=cascade)):
                 await self._runtime.set_enabled(dependant, False)
                 async with in_transaction() as conn:
-                    await audit(conn, actor, "disable", dependant, detail={"cascade_from": name})
+                    await audit.record(
+                        conn, actor, "disable", dependant, detail={"cascade_from": name}
+                    )
             tables_to_drop = registered_tables(name) if purge else []
             version = record.version if record else self._runtime.version_of(name)
             if self._runtime.knows(name):
@@ -298,10 +288,10 @@ class PluginService:
                             enabled=False,
                         )
                     )
-                await audit(
+                await audit.record(
                     conn, actor, "uninstall", name, from_version=version, detail={"purge": purge}
                 )
-                await bump_generation(conn)
+                await PluginGeneration.bump(conn)
             if purge:
                 await drop_tables(name, tables_to_drop)
                 for stored in await self._store.list(self.bucket, f"{name}/"):

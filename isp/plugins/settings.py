@@ -357,21 +357,17 @@ async def _write(
     actor: str | None,
 ) -> None:
     """Persist, tell the other instances (plugin generation), audit: one transaction."""
-    from tortoise.expressions import F
-
-    from isp.plugins.models import AuditEntry, PluginGeneration, PluginRecord
+    from isp import audit
+    from isp.plugins.models import PluginGeneration, PluginRecord
 
     if record is None:
         await PluginRecord.create(name=name, settings=raw, using_db=conn)
     else:
         record.settings = raw
         await record.save(using_db=conn, update_fields=["settings"])
-    if not await PluginGeneration.filter(id=1).using_db(conn).update(value=F("value") + 1):
-        await PluginGeneration.create(id=1, value=1, using_db=conn)
+    await PluginGeneration.bump(conn)
     if actor is not None:  # names only: values (secrets!) never go to the audit log
-        await AuditEntry.create(
-            actor=actor, action="settings", plugin=name, detail={"fields": changed}, using_db=conn
-        )
+        await audit.record(conn, actor, "settings", name, detail={"fields": changed})
 
 
 def _process_box() -> SecretBox:
