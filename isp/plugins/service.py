@@ -150,6 +150,7 @@ class PluginService:
                     await asyncio.to_thread(_remove_tree, ready)
                     raise
                 promoted = True
+                await files.write_marker_async(plugins_dir / name, archive.tree_sha256)
                 described = await self._runtime.load_plugin(
                     name, installed=(archive.sha256, archive.tree_sha256)
                 )

@@ -79,6 +79,10 @@ R = TypeVar("R")
 
 MiB: Final = 1024 * 1024
 MANIFEST: Final = "manifest.json"
+# Written at the plugin root on extraction: the tree digest of what was extracted. Files
+# still matching it were left alone (an instance behind an upgrade done elsewhere);
+# files matching neither it nor the record were edited by hand.
+INSTALLED_MARKER: Final = ".isp-installed"
 _INIT: Final = "__init__.py"
 _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")  # a first local header; an empty zip
 _METHODS: Final = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
@@ -192,10 +196,11 @@ def _kind_problem(info: zipfile.ZipInfo) -> str | None:
 
 
 def _ignored(path: str) -> bool:
-    """macOS metadata and Python bytecode: never extracted (Python rebuilds bytecode)."""
+    """macOS metadata, Python bytecode and our install marker: never extracted."""
     parts = path.split("/")
     return (
-        parts[0] == "__MACOSX"
+        path == INSTALLED_MARKER
+        or parts[0] == "__MACOSX"
         or any(part in {".DS_Store", "__pycache__"} for part in parts)
         or parts[-1].endswith((".pyc", ".pyo"))
     )
@@ -608,7 +613,22 @@ def remove_plugin_dir(plugins_dir: Path, name: str) -> bool:
     return True
 
 
+def write_marker(folder: Path, tree_sha256: str) -> None:
+    """Record which tree this instance extracted into ``folder``."""
+    with _os_errors("mark", folder):
+        (folder / INSTALLED_MARKER).write_text(tree_sha256 + "\n", encoding="ascii")
+
+
+def read_marker(folder: Path) -> str | None:
+    try:
+        return (folder / INSTALLED_MARKER).read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 tree_digest_async = _in_thread(tree_digest)
+write_marker_async = _in_thread(write_marker)
+read_marker_async = _in_thread(read_marker)
 stage_async = _in_thread(stage)
 promote_async = _in_thread(promote)
 rollback_async = _in_thread(rollback)

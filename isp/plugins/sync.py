@@ -89,7 +89,12 @@ class PluginSync:
             folder = self._settings.plugins_dir / name
             actual = await _digest_or_none(folder)
             if actual != record.tree_sha256:
-                behind = actual is None or actual == self._runtime.loaded_tree_sha256(name)
+                # behind: the folder holds what this instance extracted or serves, untouched
+                extracted = await files.read_marker_async(folder)
+                behind = actual is None or actual in (
+                    self._runtime.loaded_tree_sha256(name),
+                    extracted,
+                )
                 if not behind:
                     self._runtime.mark_broken(
                         name,
@@ -115,6 +120,9 @@ class PluginSync:
             raise ISPError(f"plugins/{record.name}: the stored zip does not match its record")
         backup = await files.extract_atomically_async(
             archive, self._settings.plugins_dir, record.name
+        )
+        await files.write_marker_async(
+            self._settings.plugins_dir / record.name, archive.tree_sha256
         )
         await files.discard_async(backup)
         log.info(

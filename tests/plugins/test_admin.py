@@ -332,3 +332,30 @@ async def test_tampered_file_is_detected_at_start_and_missing_folder_restored(
         other = await (await client.get("/plugins/other", headers=auth(token))).get_json()
         assert other["status"] == "active"
         assert (settings.plugins_dir / "other" / "handlers.py").exists()
+
+
+async def test_instance_behind_an_upgrade_done_elsewhere_fetches_it_at_start(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from isp.auth.roles import add_user
+    from isp.auth.tokens import issue_token
+
+    other = settings.model_copy(update={"plugins_dir": tmp_path / "plugins-other"})
+    first = create_app(settings)
+    async with first.test_app():
+        await add_user("alice", ["admin"])
+        token = await issue_token("alice", ["admin"])
+        assert (await upload(first.test_client(), token, plugin_zip())).status_code == 201
+
+    second = create_app(other)  # another instance, while the first is down
+    async with second.test_app():
+        client = second.test_client()
+        upgraded = await upload(client, token, plugin_zip(version="2.0.0"))
+        assert upgraded.status_code == 200, await upgraded.get_data(as_text=True)
+
+    first = create_app(settings)
+    async with first.test_app():
+        client = first.test_client()
+        stamp = await (await client.get("/plugins/stamp", headers=auth(token))).get_json()
+        assert (stamp["status"], stamp["version"]) == ("active", "2.0.0")
+        assert await stamped(client, token) == "stamp-2.0.0"
