@@ -25,6 +25,7 @@ from typing import Any
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
 from isp.plugins import tables
+from isp.plugins.archive import tree_digest_async
 from isp.plugins.dependencies import Node, dependants, load_order, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
 from isp.plugins.hooks import NAMESPACE
@@ -33,7 +34,6 @@ from isp.plugins.manifest import SLUG, Manifest
 from isp.plugins.models import PluginRecord
 from isp.plugins.registry import PluginRegistry
 from isp.plugins.settings import settings_store
-from isp.plugins.store import tree_digest_async
 
 log = logging.getLogger("isp.plugins.runtime")
 

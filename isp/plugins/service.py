@@ -28,6 +28,7 @@ import isp
 from isp import audit
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid, ValidationFailed
+from isp.plugins import archive as zips
 from isp.plugins import store as files
 from isp.plugins.dependencies import check_install, check_upgrade
 from isp.plugins.manifest import Manifest
@@ -69,7 +70,7 @@ class PluginService:
         self, data: bytes, actor: str, *, force: bool = False
     ) -> tuple[dict[str, Any], int]:
         """Install or upgrade from a zip; (Plugin JSON, 201 installed | 200 upgraded/same)."""
-        archive = await files.inspect_zip_async(
+        archive = await zips.inspect_zip_async(
             data,
             max_size=self._settings.plugin_max_upload,
             validate_manifest=Manifest.model_validate,
@@ -124,7 +125,7 @@ class PluginService:
     async def _install(
         self,
         data: bytes,
-        archive: files.PluginArchive,
+        archive: zips.PluginArchive,
         manifest: Manifest,
         record: PluginRecord | None,
         actor: str,
@@ -212,7 +213,7 @@ class PluginService:
             await self._runtime.load_plugin(name)
 
     @contextlib.asynccontextmanager
-    async def _staged(self, archive: files.PluginArchive, name: str) -> AsyncIterator[Path]:
+    async def _staged(self, archive: zips.PluginArchive, name: str) -> AsyncIterator[Path]:
         """The archive's files in ``plugins_dir/.upload-*/<name>``, removed afterwards."""
         parent = self._settings.plugins_dir / f"{UPLOAD_DIR_PREFIX}{secrets.token_hex(6)}"
         staged = await files.stage_async(archive, self._settings.plugins_dir, name)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from isp.config import Settings
 from isp.errors import ISPError
+from isp.plugins import archive as zips
 from isp.plugins import store as files
 from isp.plugins.models import PluginGeneration, PluginRecord
 from isp.plugins.runtime import PluginRuntime
@@ -113,7 +114,7 @@ class PluginSync:
         assert record.sha256
         key = files.object_key(record.name, record.version, record.sha256)
         data = await files.download(self._store, self._settings.s3_plugins_bucket, key)
-        archive = await files.inspect_zip_async(
+        archive = await zips.inspect_zip_async(
             data, max_size=max(self._settings.plugin_max_upload, len(data))
         )
         if archive.tree_sha256 != record.tree_sha256:
@@ -146,4 +147,4 @@ async def current_generation() -> int:
 async def _digest_or_none(folder: Path) -> str | None:
     if not await asyncio.to_thread(folder.is_dir):
         return None
-    return await files.tree_digest_async(folder)
+    return await zips.tree_digest_async(folder)

@@ -16,17 +16,21 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from isp.errors import ISPError, NotFound, PayloadTooLarge, ValidationFailed
+from isp.plugins.archive import (
+    PluginArchive,
+    file_digest,
+    inspect_zip,
+    inspect_zip_async,
+    tree_digest,
+    tree_digest_async,
+)
 from isp.plugins.store import (
     ChecksumMismatch,
-    PluginArchive,
     discard,
     discard_async,
     download,
     extract_atomically,
     extract_atomically_async,
-    file_digest,
-    inspect_zip,
-    inspect_zip_async,
     object_key,
     promote,
     promote_async,
@@ -35,8 +39,6 @@ from isp.plugins.store import (
     rollback_async,
     stage,
     stage_async,
-    tree_digest,
-    tree_digest_async,
     upload,
 )
 from isp.storage import LocalObjectStore, ObjectStore, S3ObjectStore
