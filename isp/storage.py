@@ -165,6 +165,16 @@ def _os_errors(action: str, bucket: str | None = None, key: str | None = None) -
         raise StorageError(f"local object store failed to {action}: {exc}", **where) from exc
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (POSIX only)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class LocalObjectStore:
     """Buckets are sub-folders of ``root``; keys with ``/`` become nested folders.
 
@@ -190,15 +200,26 @@ class LocalObjectStore:
         bucket_dir = self.root / validate_bucket(bucket)
         keys = [validate_key(key) for key, _ in items]
         with _os_errors("write", bucket, ", ".join(keys)):
-            return await asyncio.to_thread(
-                lambda: [
-                    self._put_sync(bucket_dir, bucket, k, d)
-                    for k, (_, d) in zip(keys, items, strict=True)
-                ]
-            )
+            named = [(key, data) for key, (_, data) in zip(keys, items, strict=True)]
+            return await asyncio.to_thread(self._put_many_sync, bucket_dir, bucket, named)
 
     @staticmethod
-    def _put_sync(bucket_dir: Path, bucket: str, key: str, data: bytes) -> StoredObject:
+    def _put_many_sync(
+        bucket_dir: Path, bucket: str, items: Sequence[tuple[str, bytes]]
+    ) -> builtins.list[StoredObject]:
+        """Write each object, then make the renames durable once per folder."""
+        stored = [
+            LocalObjectStore._put_sync(bucket_dir, bucket, key, data, sync_dir=False)
+            for key, data in items
+        ]
+        for folder in dict.fromkeys((bucket_dir / key).parent for key, _ in items):
+            _fsync_dir(folder)
+        return stored
+
+    @staticmethod
+    def _put_sync(
+        bucket_dir: Path, bucket: str, key: str, data: bytes, *, sync_dir: bool = True
+    ) -> StoredObject:
         if not bucket_dir.is_dir():
             raise _no_bucket(bucket)
         path = bucket_dir / key
@@ -226,12 +247,8 @@ class LocalObjectStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX only)
-            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        if sync_dir:
+            _fsync_dir(path.parent)
         return StoredObject(key=key, size=len(data), sha256=_sha256_hex(data))
 
     async def get(self, bucket: str, key: str) -> bytes:

@@ -170,19 +170,25 @@ class _DeviceCache:
 
     def __init__(self) -> None:
         self._found: dict[int, Device | None] = {}
+        self._position: dict[int, int] = {}
         self._pending: list[int] = []
+        self._lock = asyncio.Lock()  # the workers start together: one of them reads a page
 
     def expect(self, ids: list[int]) -> None:
         self._pending = list(ids)
+        self._position = {device_id: i for i, device_id in enumerate(ids)}
 
     async def get(self, device_id: int, fresh: bool = False) -> Device | None:
-        if fresh or device_id not in self._found:
-            if fresh or device_id not in self._pending:
-                return await Device.get_or_none(id=device_id)
-            page = self._pending[self._pending.index(device_id) :][: self.PAGE]
-            found = {d.id: d for d in await Device.filter(id__in=page)}
-            for pid in page:
-                self._found[pid] = found.get(pid)
+        if fresh or device_id not in self._position:
+            return await Device.get_or_none(id=device_id)
+        if device_id not in self._found:
+            async with self._lock:
+                if device_id not in self._found:
+                    start = self._position[device_id]
+                    page = self._pending[start : start + self.PAGE]
+                    found = {d.id: d for d in await Device.filter(id__in=page)}
+                    for pid in page:
+                        self._found[pid] = found.get(pid)
         return self._found.pop(device_id, None)
 
 
