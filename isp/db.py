@@ -18,7 +18,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
-from tortoise.migrations.executor import MigrationExecutor
+from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 
 from isp.config import Settings
 
@@ -72,17 +72,24 @@ async def close_db() -> None:
     await Tortoise.close_connections()
 
 
-async def migrate(apps: dict[str, dict[str, Any]] | None = None) -> list[str]:
+async def migrate(
+    apps: dict[str, dict[str, Any]] | None = None,
+    targets: list[MigrationTarget] | None = None,
+) -> list[str]:
     """Apply pending migrations of ``apps`` (default: the core app); returns what ran.
 
     Tortoise must be initialised. Runs without re-initialising Tortoise, so it is safe
-    while serving (plugins' migrations are applied this way on install).
+    while serving (plugins' migrations are applied this way on install). ``targets``
+    moves apps to given migrations, backwards too (``__first__``: before the first);
+    what was unapplied is returned as ``-app.name``.
     """
     applied: list[str] = []
 
     def progress(event: str, app_label: str, name: str) -> None:
         if event == "apply_done":
             applied.append(f"{app_label}.{name}")
+        elif event == "rollback_done":
+            applied.append(f"-{app_label}.{name}")
 
     connection = get_connection("default")
     executor = MigrationExecutor(connection, apps or {CORE_APP: core_app_config()})
@@ -92,11 +99,11 @@ async def migrate(apps: dict[str, dict[str, Any]] | None = None) -> list[str]:
         async with connection.acquire_connection() as session:
             await session.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
             try:
-                await executor.migrate(progress=progress)
+                await executor.migrate(targets, progress=progress)
             finally:
                 await session.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     else:
-        await executor.migrate(progress=progress)
+        await executor.migrate(targets, progress=progress)
     for name in applied:
         log.info("migration applied", extra={"migration": name})
     return applied

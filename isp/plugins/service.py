@@ -30,6 +30,7 @@ from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid, ValidationFailed
 from isp.plugins import archive as zips
 from isp.plugins import store as files
+from isp.plugins import tables
 from isp.plugins.dependencies import check_install, check_upgrade
 from isp.plugins.manifest import Manifest
 from isp.plugins.models import PluginGeneration, PluginRecord
@@ -143,6 +144,7 @@ class PluginService:
                 )
             backup: Path | None = None
             promoted = False
+            migrations_before = await tables.applied(name)
             try:
                 ready = await asyncio.to_thread(_unnest, candidate, plugins_dir, name)
                 try:
@@ -181,6 +183,12 @@ class PluginService:
                     await PluginGeneration.bump(conn)
             except BaseException:
                 if promoted:
+                    # the new version's migrations are undone with its own files, before
+                    # its folder goes away
+                    try:
+                        await tables.migrate_back(name, plugins_dir / name, migrations_before)
+                    except Exception:  # the original failure is the one to report
+                        log.exception("plugin %s: migrations could not be undone", name)
                     await self._restore(name, backup)
                 if not object_existed:
                     with contextlib.suppress(ISPError):

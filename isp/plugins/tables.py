@@ -25,6 +25,7 @@ from pypika_tortoise.queries import Table
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
+from tortoise.migrations.executor import MigrationTarget
 from tortoise.models import Model
 
 from isp import db
@@ -74,6 +75,37 @@ async def migrate(name: str, folder: Path) -> list[str]:
     if applied:
         log.info("plugin %s migrated: %s", name, ", ".join(applied), extra={"plugin": name})
     return applied
+
+
+async def applied(name: str) -> list[str]:
+    """The plugin's applied migrations, oldest first (empty before its first install)."""
+    conn = get_connection("default")
+    placeholder = "$1" if conn.capabilities.dialect == "postgres" else "?"
+    try:
+        _, rows = await conn.execute_query(
+            f'SELECT "name" FROM "tortoise_migrations" WHERE "app" = {placeholder} '
+            'ORDER BY "applied_at", "name"',
+            [app_label(name)],
+        )
+    except Exception:  # noqa: BLE001 - no migration table yet: nothing applied
+        return []
+    return [str(row["name"]) for row in rows]
+
+
+async def migrate_back(name: str, folder: Path, to: list[str]) -> list[str]:
+    """Undo the plugin's migrations applied after ``to`` (a failed install or upgrade).
+
+    Needs the migration files of the version that applied them, so call it before that
+    version's folder is swapped out.
+    """
+    if not has_migrations(folder) or await applied(name) == to:
+        return []
+    ensure_package(name, folder)
+    apps = {db.CORE_APP: db.core_app_config(), app_label(name): app_config(name)}
+    target = MigrationTarget(app_label=app_label(name), name=to[-1] if to else "__first__")
+    undone = await db.migrate(apps, [target])
+    log.warning("plugin %s migrations undone: %s", name, ", ".join(undone), extra={"plugin": name})
+    return undone
 
 
 def register(name: str, module: ModuleType) -> list[str]:

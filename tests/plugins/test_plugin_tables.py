@@ -63,16 +63,16 @@ async def remember(customer, db):
 """
 
 
-def notes_zip(version: str) -> bytes:
+def notes_zip(version: str, table: str = "notes_note") -> bytes:
     manifest = {"name": "notes", "version": version, "description": "notes",
                 "hooks": ["customer_created"]}  # fmt: skip
     files = {
         "manifest.json": json.dumps(manifest),
         "__init__.py": "from isp.plugins import Plugin\n\nplugin = Plugin()\n",
-        "models.py": MODELS,
+        "models.py": MODELS.replace("notes_note", table),
         "handlers.py": HANDLERS,
         "migrations/__init__.py": "",
-        "migrations/0001_initial.py": MIGRATION,
+        "migrations/0001_initial.py": MIGRATION.replace("notes_note", table),
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -161,3 +161,27 @@ async def test_a_failing_hook_rolls_back_the_plugin_rows_too(
     response = await client.post("/customers", json={"name": "Eve"}, headers=auth(tokens.operator))
     assert response.status_code == 422
     assert await notes() == []
+
+
+async def test_install_failing_after_its_migrations_ran_undoes_them(
+    app: Quart, client: Client, tokens: Tokens
+) -> None:
+    unprefixed = notes_zip("1.0.0", table="note")
+    response = await upload(client, tokens.admin, unprefixed)
+    assert response.status_code == 422, await response.get_data(as_text=True)
+    assert "Meta.table" in (await response.get_json())["detail"]
+    conn = get_connection("default")
+    if conn.capabilities.dialect == "sqlite":
+        _, rows = await conn.execute_query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'note'"
+        )
+    else:
+        _, rows = await conn.execute_query(
+            "SELECT table_name FROM information_schema.tables WHERE table_name = 'note'"
+        )
+    assert rows == []
+    _, rows = await conn.execute_query(
+        "SELECT name FROM tortoise_migrations WHERE app = 'plugin_notes'"
+    )
+    assert rows == []
+    assert (await client.get("/plugins/notes", headers=auth(tokens.admin))).status_code == 404
