@@ -17,7 +17,6 @@ import asyncio
 import builtins
 import inspect
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,56 +29,13 @@ from isp.plugins.dependencies import Node, dependants, load_order, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
 from isp.plugins.hooks import NAMESPACE
 from isp.plugins.loader import MODELS, LoadedPlugin, detach, load, reinstate
-from isp.plugins.manifest import SLUG, Manifest
-from isp.plugins.models import PluginRecord
+from isp.plugins.manifest import Manifest
+from isp.plugins.records import persist_enabled, sync_records
 from isp.plugins.registry import PluginRegistry
 from isp.plugins.settings import settings_store
+from isp.plugins.state import PluginState
 
 log = logging.getLogger("isp.plugins.runtime")
-
-
-@dataclass
-class PluginState:
-    """What the runtime knows of one plugin folder; ``loaded`` is the version serving."""
-
-    name: str
-    source: PluginSource
-    enabled: bool = True
-    origin: str = "local"
-    sha256: str | None = None
-    tree_sha256: str | None = None
-    loaded: LoadedPlugin | None = None
-    loaded_at: datetime | None = None
-    error: str | None = None
-    reload_error: str | None = None
-
-    @property
-    def status(self) -> str:
-        if self.loaded is None:
-            return "error"
-        return "active" if self.enabled else "disabled"
-
-    def to_json(self) -> dict[str, Any]:
-        manifest = self.loaded.manifest if self.loaded else self.source.manifest
-        return {
-            "name": self.name,
-            "version": manifest.version if manifest else None,
-            "description": manifest.description if manifest else "",
-            "hooks": list(manifest.hook_names) if manifest else [],
-            "enabled": self.enabled,
-            "status": self.status,
-            "error": self.error if self.loaded is None else None,
-            "sha256": self.sha256,
-            "source": self.origin,
-            "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
-            "reload_error": self.reload_error,
-            "requires": dict(self.requires),
-        }
-
-    @property
-    def requires(self) -> dict[str, str]:
-        manifest = self.loaded.manifest if self.loaded else self.source.manifest
-        return dict(manifest.requires) if manifest else {}
 
 
 class PluginRuntime:
@@ -100,7 +56,7 @@ class PluginRuntime:
         self._registry.configure(default_timeout=self._settings.hook_timeout)
         sources = await discover_async(self._settings.plugins_dir)
         async with self._lock:
-            records = await self._sync_records(sources)
+            records = await sync_records(sources)
             for source in sources:
                 record = records.get(source.name)
                 self._states[source.name] = PluginState(
@@ -139,7 +95,7 @@ class PluginRuntime:
         async with self._lock:
             state = self._states.get(name)
             if state is None:
-                records = await self._sync_records([source])
+                records = await sync_records([source])
                 record = records.get(name)
                 state = PluginState(
                     name,
@@ -160,7 +116,7 @@ class PluginRuntime:
             ):
                 state.origin, state.sha256, state.tree_sha256 = previous
             if state.loaded is not None and state.loaded_at and state.source is source:
-                await self._sync_records([source])  # the version now serving
+                await sync_records([source])  # the version now serving
             return self._describe(state)
 
     async def unload_plugin(self, name: str) -> None:
@@ -221,7 +177,7 @@ class PluginRuntime:
             if enabled != state.enabled:
                 if enabled and loaded is not None:
                     await self._call(state, loaded, "on_enable")
-                await self._persist_enabled(state, enabled)
+                await persist_enabled(state.name, state.source, enabled, state.error)
                 state.enabled = enabled
                 if loaded is not None:
                     self._registry.set_enabled(name, enabled)
@@ -460,45 +416,3 @@ class PluginRuntime:
             await self._call(state, loaded, name)
         except PluginInvalid as exc:
             log.warning("%s", exc.detail, extra={"plugin": state.name})
-
-    async def _sync_records(self, sources: builtins.list[PluginSource]) -> dict[str, PluginRecord]:
-        """Create a record (enabled, source local) for each plugin seen for the first time."""
-        records = {r.name: r for r in await PluginRecord.all()}
-        for source in sources:
-            if not SLUG.match(source.name):
-                continue
-            version = source.manifest.version if source.manifest else None
-            record = records.get(source.name)
-            if record is None:
-                record, _ = await PluginRecord.get_or_create(
-                    name=source.name, defaults={"version": version, "source": "local"}
-                )
-                records[source.name] = record
-            elif record.source == "removed":
-                # an uninstalled plugin's folder is back, as a local plugin
-                await PluginRecord.filter(name=source.name).update(
-                    source="local",
-                    version=version,
-                    enabled=True,
-                    sha256=None,
-                    tree_sha256=None,
-                )
-                record.source, record.enabled, record.sha256, record.tree_sha256 = (
-                    "local",
-                    True,
-                    None,
-                    None,
-                )
-            elif record.source == "local" and version and record.version != version:
-                await PluginRecord.filter(name=source.name).update(version=version)
-        return records
-
-    async def _persist_enabled(self, state: PluginState, enabled: bool) -> None:
-        if not SLUG.match(state.name):
-            raise PluginInvalid(
-                state.error or f"{state.name!r} is not a plugin name", plugin=state.name
-            )
-        updated = await PluginRecord.filter(name=state.name).update(enabled=enabled)
-        if not updated:
-            version = state.source.manifest.version if state.source.manifest else None
-            await PluginRecord.create(name=state.name, version=version, enabled=enabled)

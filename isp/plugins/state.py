@@ -1,0 +1,54 @@
+"""``PluginState``: what the runtime knows of one plugin folder, and its API shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from isp.plugins.discovery import PluginSource
+from isp.plugins.loader import LoadedPlugin
+
+
+@dataclass
+class PluginState:
+    """What the runtime knows of one plugin folder; ``loaded`` is the version serving."""
+
+    name: str
+    source: PluginSource
+    enabled: bool = True
+    origin: str = "local"
+    sha256: str | None = None
+    tree_sha256: str | None = None
+    loaded: LoadedPlugin | None = None
+    loaded_at: datetime | None = None
+    error: str | None = None
+    reload_error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.loaded is None:
+            return "error"
+        return "active" if self.enabled else "disabled"
+
+    def to_json(self) -> dict[str, Any]:
+        manifest = self.loaded.manifest if self.loaded else self.source.manifest
+        return {
+            "name": self.name,
+            "version": manifest.version if manifest else None,
+            "description": manifest.description if manifest else "",
+            "hooks": list(manifest.hook_names) if manifest else [],
+            "enabled": self.enabled,
+            "status": self.status,
+            "error": self.error if self.loaded is None else None,
+            "sha256": self.sha256,
+            "source": self.origin,
+            "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
+            "reload_error": self.reload_error,
+            "requires": dict(self.requires),
+        }
+
+    @property
+    def requires(self) -> dict[str, str]:
+        manifest = self.loaded.manifest if self.loaded else self.source.manifest
+        return dict(manifest.requires) if manifest else {}
