@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import socket
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,42 @@ from tests.plugins.test_admin import plugin_zip
 from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
 
 CONVERGENCE = 5.0
+
+TUNED_INIT = """
+from pydantic import BaseModel
+from isp.plugins import Plugin
+
+
+class Tuning(BaseModel):
+    label: str = "default"
+
+
+plugin = Plugin(settings=Tuning)
+"""
+
+TUNED_HANDLERS = """
+from isp.plugins import registry
+
+from . import plugin
+
+
+@registry.hook("customer_created")
+async def label(customer, db):
+    customer.phone = plugin.settings.label
+    await customer.save(using_db=db, update_fields=["phone"])
+"""
+
+
+def tuned_zip() -> bytes:
+    """A plugin whose hook shows its current setting in the customer's phone field."""
+    manifest = {"name": "tuned", "version": "1.0.0", "description": "settings",
+                "hooks": ["customer_created"]}  # fmt: skip
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("tuned/manifest.json", json.dumps(manifest))
+        archive.writestr("tuned/__init__.py", TUNED_INIT)
+        archive.writestr("tuned/handlers.py", TUNED_HANDLERS)
+    return buffer.getvalue()
 
 
 def free_port() -> int:
@@ -81,8 +120,15 @@ async def instances(
     ports = [free_port(), free_port()]
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "isp", "serve", "--port", str(port), env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "isp",
+            "serve",
+            "--port",
+            str(port),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         for port, env in zip(ports, envs, strict=True)
     ]
@@ -157,6 +203,17 @@ async def test_changes_on_one_instance_are_served_by_the_other_within_5_s(
         enabled = await client.put(f"{first}/plugins/stamp/enable")
         assert enabled.status_code == 200
         await until(holds(lambda p: p.get("status") == "active"), CONVERGENCE)
+
+        files = {"file": ("tuned.zip", tuned_zip(), "application/zip")}
+        assert (await client.post(f"{first}/plugins/upload", files=files)).status_code == 201
+        changed = await client.put(f"{first}/plugins/tuned/settings", json={"label": "from-first"})
+        assert changed.status_code == 200, changed.text
+
+        async def second_sees_the_new_setting() -> bool:
+            created = await client.post(f"{second}/customers", json={"name": "c"})
+            return bool(created.status_code == 201 and created.json()["phone"] == "from-first")
+
+        await until(second_sees_the_new_setting, CONVERGENCE)
 
         removed = await client.delete(f"{first}/plugins/stamp")
         assert removed.status_code == 204
