@@ -15,19 +15,24 @@ default with a warning instead of taking the plugin down.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import types
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, is_dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Final, Union, get_args, get_origin
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, PydanticUserError, SecretBytes, SecretStr, ValidationError
+from pydantic import BaseModel, PydanticUserError, ValidationError
 from pydantic_core import to_jsonable_python
 
 from isp.errors import ISPError, NotFound, ValidationFailed
+from isp.plugins.settings_values import (
+    env_values,
+    env_variable,
+    invalid_settings,
+    is_secret,
+    plain,
+)
 
 if TYPE_CHECKING:
     from tortoise.backends.base.client import BaseDBAsyncClient
@@ -39,12 +44,6 @@ log = logging.getLogger("isp.plugins.settings")
 
 MASK: Final = "********"
 ENCRYPTED: Final = "__enc__"
-ENV_PREFIX: Final = "ISP_PLUGIN_"
-
-
-def env_variable(plugin: str, field_name: str) -> str:
-    """``ISP_PLUGIN_<NAME>__<FIELD>``, both upper-case."""
-    return f"{ENV_PREFIX}{plugin.upper()}__{field_name.upper()}"
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ class SettingsStore:
 
         entry = self._require(name)
         model = entry.model
-        secrets = {f for f, i in model.model_fields.items() if _is_secret(i.annotation)}
+        secrets = {f for f, i in model.model_fields.items() if is_secret(i.annotation)}
         # What GET shows may come back unchanged: the mask keeps a secret, and a field the
         # environment sets may be repeated as is (a GET -> PUT round trip stays valid).
         shown = _shown(entry)
@@ -186,11 +185,11 @@ class SettingsStore:
             decoded = self._decode(name, raw, box)
             _, kept = self._resolve(name, model, decoded, quiet=True)
             try:
-                instance = model.model_validate({**kept, **changes, **_env_values(name, model)})
+                instance = model.model_validate({**kept, **changes, **env_values(name, model)})
             except ValidationError as exc:
                 hidden = {f: changes[f] for f in secrets & changes.keys()}
-                raise _invalid(name, exc, hidden) from exc
-            plain = {f: _plain(getattr(instance, f)) for f in changes}
+                raise invalid_settings(name, exc, hidden) from exc
+            plain = {f: plain(getattr(instance, f)) for f in changes}
             changed = sorted(f for f in plain if decoded.get(f, _MISSING) != plain[f])
             for f in changed:
                 secret = f in secrets and plain[f] is not None
@@ -286,7 +285,7 @@ class SettingsStore:
         default; each is logged (without the value).
         """
         stored = {f: v for f, v in decoded.items() if f in model.model_fields}
-        env = _env_values(name, model)
+        env = env_values(name, model)
         if not quiet and stored.keys() != decoded.keys():
             log.warning(
                 "plugin %s: stored settings %s are not in its model any more, ignored",
@@ -306,7 +305,7 @@ class SettingsStore:
             if not bad:
                 break
             for f, msg in bad.items():
-                if _is_secret(model.model_fields[f].annotation):
+                if is_secret(model.model_fields[f].annotation):
                     msg = "not shown: the setting is secret"
                 layer, source = (env, env_variable(name, f)) if f in env else (stored, "stored")
                 layer.pop(f)
@@ -341,7 +340,7 @@ def _shown(entry: _Entry) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, info in entry.model.model_fields.items():
         value = getattr(entry.instance, name, None)
-        if _is_secret(info.annotation):
+        if is_secret(info.annotation):
             values[name] = None if value is None else MASK
         else:
             values[name] = to_jsonable_python(value, fallback=str)
@@ -374,72 +373,6 @@ def _process_box() -> SecretBox:
     from isp.crypto import process_box
 
     return process_box()
-
-
-def _env_values(name: str, model: type[BaseModel]) -> dict[str, Any]:
-    """Environment overrides as validation input: strings (lax mode), JSON for collections."""
-    values: dict[str, Any] = {}
-    for f, info in model.model_fields.items():
-        text = os.environ.get(env_variable(name, f))
-        if text is None:
-            continue
-        values[f] = text
-        if _wants_json(info.annotation):
-            # Not JSON: validation then refuses the string, naming the variable.
-            with contextlib.suppress(ValueError):
-                values[f] = json.loads(text)
-    return values
-
-
-def _invalid(name: str, exc: ValidationError, secrets: Mapping[str, Any]) -> ValidationFailed:
-    """422 from pydantic errors without ``input`` (it may hold a secret) or secret text."""
-    hidden = [str(v) for v in secrets.values() if v not in (None, "")]
-    errors = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        msg = error["msg"]
-        if error["loc"] and str(error["loc"][0]) in secrets and any(h in msg for h in hidden):
-            msg = "invalid value (not shown: the setting is secret)"
-        errors.append({"loc": ["body", *error["loc"]], "msg": msg})
-    detail = "; ".join(".".join(map(str, e["loc"][1:])) + f": {e['msg']}" for e in errors)
-    return ValidationFailed(
-        f"invalid settings for plugin {name!r}: {detail}", errors=errors, plugin=name
-    )
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able value with secrets revealed: what is stored (secrets then encrypted)."""
-    if isinstance(value, SecretStr | SecretBytes):
-        value = value.get_secret_value()
-        return value.decode() if isinstance(value, bytes) else value
-    if isinstance(value, BaseModel):
-        return {f: _plain(getattr(value, f)) for f in type(value).model_fields}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
-    return to_jsonable_python(value)
-
-
-def _is_secret(annotation: Any, _seen: frozenset[type] = frozenset()) -> bool:
-    """Whether a field holds a secret anywhere inside (``SecretStr``, nested models too)."""
-    if isinstance(annotation, type):
-        if issubclass(annotation, SecretStr | SecretBytes):
-            return True
-        if issubclass(annotation, BaseModel) and annotation not in _seen:  # recursive models
-            inner = _seen | {annotation}
-            return any(_is_secret(i.annotation, inner) for i in annotation.model_fields.values())
-    return any(_is_secret(arg, _seen) for arg in get_args(annotation))
-
-
-def _wants_json(annotation: Any) -> bool:
-    """Collections and models come from the environment as JSON (like pydantic-settings)."""
-    origin = get_origin(annotation)
-    if origin is Union or origin is Annotated or origin is types.UnionType:
-        return any(_wants_json(arg) for arg in get_args(annotation))
-    target = origin if origin is not None else annotation
-    if not isinstance(target, type) or issubclass(target, str | bytes):
-        return False
-    return issubclass(target, Collection | BaseModel) or is_dataclass(target)
 
 
 settings_store: Final = SettingsStore()
