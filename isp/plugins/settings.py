@@ -31,7 +31,7 @@ from isp.plugins.settings_values import (
     env_variable,
     invalid_settings,
     is_secret,
-    plain,
+    stored_form,
 )
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class SettingsStore:
             except ValidationError as exc:
                 hidden = {f: changes[f] for f in secrets & changes.keys()}
                 raise invalid_settings(name, exc, hidden) from exc
-            plain = {f: plain(getattr(instance, f)) for f in changes}
+            plain = {f: stored_form(getattr(instance, f)) for f in changes}
             changed = sorted(f for f in plain if decoded.get(f, _MISSING) != plain[f])
             for f in changed:
                 secret = f in secrets and plain[f] is not None

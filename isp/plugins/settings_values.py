@@ -60,17 +60,17 @@ def invalid_settings(
     )
 
 
-def plain(value: Any) -> Any:
+def stored_form(value: Any) -> Any:
     """JSON-able value with secrets revealed: what is stored (secrets then encrypted)."""
     if isinstance(value, SecretStr | SecretBytes):
         value = value.get_secret_value()
         return value.decode() if isinstance(value, bytes) else value
     if isinstance(value, BaseModel):
-        return {f: plain(getattr(value, f)) for f in type(value).model_fields}
+        return {f: stored_form(getattr(value, f)) for f in type(value).model_fields}
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): stored_form(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [plain(v) for v in value]
+        return [stored_form(v) for v in value]
     return to_jsonable_python(value)
 
 
