@@ -165,7 +165,7 @@ def _os_errors(action: str, bucket: str | None = None, key: str | None = None) -
         raise StorageError(f"local object store failed to {action}: {exc}", **where) from exc
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make renames in ``folder`` durable (POSIX only)."""
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -213,7 +213,7 @@ class LocalObjectStore:
             for key, data in items
         ]
         for folder in dict.fromkeys((bucket_dir / key).parent for key, _ in items):
-            _fsync_dir(folder)
+            fsync_dir(folder)
         return stored
 
     @staticmethod
@@ -248,7 +248,7 @@ class LocalObjectStore:
             tmp.unlink(missing_ok=True)
             raise
         if sync_dir:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return StoredObject(key=key, size=len(data), sha256=_sha256_hex(data))
 
     async def get(self, bucket: str, key: str) -> bytes:

@@ -39,7 +39,7 @@ from isp.plugins.archive import (
     name_problem,
     os_errors,
 )
-from isp.storage import ObjectStore, StoredObject
+from isp.storage import ObjectStore, StoredObject, fsync_dir
 
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")  # Manifest is stricter
 _SAFE_VERSION: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,99}")
@@ -82,14 +82,6 @@ def _remove(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(root: Path, rel: str, content: bytes) -> None:
@@ -159,7 +151,7 @@ def promote(staged: Path, plugins_dir: Path, name: str) -> Path | None:
             if backup is not None:
                 os.rename(backup, target)
             raise
-        _fsync_dir(plugins_dir)
+        fsync_dir(plugins_dir)
     return backup
 
 
@@ -173,7 +165,7 @@ def rollback(backup: Path | None, plugins_dir: Path, name: str) -> None:
             os.rename(target, failed)
         if backup is not None:
             os.rename(backup, target)
-        _fsync_dir(plugins_dir)
+        fsync_dir(plugins_dir)
         if failed is not None:
             _remove(failed)
 

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from isp.config import Settings
 from isp.core.events import CORE_EVENTS
@@ -66,16 +65,9 @@ def sqlite_settings(tmp_path: Path, plugins_dir: Path) -> Settings:
     )
 
 
-def forget_cached_sql() -> None:
-    """Tortoise caches INSERT/DELETE SQL per (connection name, table), not per dialect:
-    after a SQLite test, a PostgreSQL test would reuse '?' placeholders. Clear it."""
-    EXECUTOR_CACHE.clear()
-
-
 @pytest.fixture
 async def migrated(settings: Settings) -> AsyncIterator[Settings]:
     """Tortoise open on a fresh database of each backend, core schema migrated."""
-    forget_cached_sql()
     await init_db(settings)
     await migrate()
     yield settings
@@ -84,7 +76,6 @@ async def migrated(settings: Settings) -> AsyncIterator[Settings]:
 
 @pytest.fixture
 async def migrated_sqlite(sqlite_settings: Settings) -> AsyncIterator[Settings]:
-    forget_cached_sql()
     await init_db(sqlite_settings)
     await migrate()
     yield sqlite_settings
