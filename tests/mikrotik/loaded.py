@@ -8,26 +8,21 @@ imports nothing lazily, so detached modules keep working.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from isp.core.events import CORE_EVENTS
-from isp.plugins.discovery import describe
-from isp.plugins.loader import detach, load
+from tests.plugin_modules import PLUGINS, import_plugin
 
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "mikrotik"
+PLUGIN_DIR = PLUGINS / "mikrotik"
 
-_loaded = load(describe(PLUGIN_DIR), CORE_EVENTS)
-_modules: dict[str, Any] = _loaded.modules
-detach(_loaded.name)
+_loaded, _modules = import_plugin("mikrotik")
 
 manifest = _loaded.manifest
 entries = _loaded.entries
-package: Any = _modules["isp_plugins.mikrotik"]
-backup: Any = _modules["isp_plugins.mikrotik.backup"]
-errors: Any = _modules["isp_plugins.mikrotik.errors"]
-handlers: Any = _modules["isp_plugins.mikrotik.handlers"]
-provision: Any = _modules["isp_plugins.mikrotik.provision"]
-routeros: Any = _modules["isp_plugins.mikrotik.routeros"]
-settings: Any = _modules["isp_plugins.mikrotik.settings"]
-ssh: Any = _modules["isp_plugins.mikrotik.ssh"]
+package: Any = _modules[""]
+backup: Any = _modules["backup"]
+errors: Any = _modules["errors"]
+handlers: Any = _modules["handlers"]
+provision: Any = _modules["provision"]
+routeros: Any = _modules["routeros"]
+settings: Any = _modules["settings"]
+ssh: Any = _modules["ssh"]

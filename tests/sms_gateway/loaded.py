@@ -7,23 +7,18 @@ own copy in another test nor leave ``isp_plugins.sms_gateway`` behind.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from isp.core.events import CORE_EVENTS
-from isp.plugins.discovery import describe
-from isp.plugins.loader import detach, load
+from tests.plugin_modules import PLUGINS, import_plugin
 
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "sms_gateway"
+PLUGIN_DIR = PLUGINS / "sms_gateway"
 
-_loaded = load(describe(PLUGIN_DIR), CORE_EVENTS)
-_modules: dict[str, Any] = _loaded.modules
-detach(_loaded.name)
+_loaded, _modules = import_plugin("sms_gateway")
 
 manifest = _loaded.manifest
 entries = _loaded.entries
-package: Any = _modules["isp_plugins.sms_gateway"]
-gateway: Any = _modules["isp_plugins.sms_gateway.gateway"]
-handlers: Any = _modules["isp_plugins.sms_gateway.handlers"]
-settings: Any = _modules["isp_plugins.sms_gateway.settings"]
-texts: Any = _modules["isp_plugins.sms_gateway.texts"]
+package: Any = _modules[""]
+gateway: Any = _modules["gateway"]
+handlers: Any = _modules["handlers"]
+settings: Any = _modules["settings"]
+texts: Any = _modules["texts"]
