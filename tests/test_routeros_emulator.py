@@ -501,3 +501,224 @@ async def test_fleet_of_routers_shares_the_host_key() -> None:
                 assert await run(conn, "/system identity print") == f"  name: router-{i}\r\n"
                 async with conn.start_sftp_client() as sftp:
                     assert await sftp.listdir(".") == [".", ".."]
+
+
+# -- behaviour taken from real routers (each test names its source, see ROUTEROS.md) ----------
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("7.16.1", "Configuration backup saved\r\n"),
+        # eworm-de/routeros-scripts#90 (7.17.2), beeyev/...-backup-and-update#80 (7.22.2)
+        ("7.17.2", "Saving system configuration\r\nConfiguration backup saved\r\n"),
+        ("6.49.17", "Configuration backup saved\r\n"),
+    ],
+)
+async def test_backup_save_output_follows_the_version(version: str, expected: str) -> None:
+    state = RouterState(version=version)
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        assert await run(conn, "/system backup save name=b dont-encrypt=yes") == expected
+    assert "b.backup" in state.files
+
+
+async def test_a_failed_backup_save_prints_three_lines_and_writes_nothing() -> None:
+    # beeyev/Mikrotik-RouterOS-automatic-backup-and-update#62, RouterOS 7.16.1
+    state = RouterState(version="7.16.1", backup_save_error="invalid file name")
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        out = await run(conn, '/system backup save name=b dont-encrypt=yes; :put "after"')
+    assert out == (
+        "Saving system configuration\r\nFailed to save system configuration backup\r\n"
+        "invalid file name\r\n"
+    )
+    assert state.files == {}
+
+
+@pytest.mark.parametrize(
+    ("version", "line"),
+    [
+        ("7.16.1", '#error exporting "/ip/firewall/calea" (timeout)'),  # manual, since 7.11
+        ("7.10.2", "#error exporting /ip firewall calea"),
+        ("6.49.17", "#error exporting /ip firewall calea"),
+    ],
+)
+async def test_a_menu_that_times_out_is_an_error_line_and_the_export_goes_on(
+    version: str, line: str
+) -> None:
+    state = RouterState(version=version, export_timeouts=["/ip/firewall/calea"])
+    state.add_secret("alice", password="pw")
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        lines = (await run(conn, '/export; :put "end-marker"')).split("\r\n")
+    assert line in lines
+    assert "/ppp secret" in lines  # carried on after the error
+    assert lines[-2:] == ["end-marker", ""]
+
+
+async def test_an_interrupted_export_stops_the_line() -> None:
+    # a cut v6 export ending `#error exporting /ip socks` then `#interrupted` (ROUTEROS.md)
+    state = RouterState(legacy_v6=True, export_interrupted_at="/ip/socks")
+    state.add_secret("alice", password="pw")
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        lines = (await run(conn, '/export; :put "end-marker"')).split("\r\n")
+    assert lines[-3:] == ["#error exporting /ip socks", "#interrupted", ""]
+    assert "end-marker" not in lines
+    assert "/ppp secret" not in lines  # /ppp sorts after /ip: never exported
+
+
+async def test_a_clean_cut_ends_at_a_line_with_exit_status_zero(state: RouterState) -> None:
+    # Oxidized #1966 (exit-status and channel close after a cut /export), #3867 (~128 KiB)
+    for i in range(40):
+        state.add_secret(f"user{i}", password="pw", comment="x" * 30)
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        full = await run(conn, '/export; :put "end-marker"')
+        state.export_cut_at = len(full) // 2
+        cut = await run(conn, '/export; :put "end-marker"')  # run() asserts exit status 0
+    assert full.endswith("end-marker\r\n")
+    assert "end-marker" not in cut
+    assert cut.endswith("\r\n")
+    assert 0 < len(cut) <= len(full) // 2
+    assert full.split("\r\n", 1)[1].startswith(cut.split("\r\n", 1)[1])
+
+
+async def test_a_flash_device_writes_backups_under_flash() -> None:
+    # MikroTik manual, File: persistent files live under `flash/`; netmiko's
+    # file_system="flash"
+    state = RouterState(flash=True)
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        await run(conn, "/system backup save name=isp-7-abc dont-encrypt=yes")
+        assert list(state.files) == ["flash/isp-7-abc.backup"]
+        assert await run(conn, '/file print count-only where name="isp-7-abc.backup"') == "0\r\n"
+        listed = await run(conn, '/file print detail where name~"isp-7-abc"')
+        assert listed.startswith(" 1 name=flash/isp-7-abc.backup type=backup size=")  # 0: flash
+        assert listed.endswith("\r\n\r\n")  # every item is followed by an empty line
+        everything = await run(conn, "/file print detail")
+        assert everything.startswith(" 0 name=flash type=disk last-modified=")
+        async with conn.start_sftp_client() as sftp:
+            assert sorted(await sftp.listdir("/")) == [".", "..", "flash"]
+            assert await sftp.listdir("flash") == [".", "..", "isp-7-abc.backup"]
+            assert await sftp.isdir("/flash")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.stat("isp-7-abc.backup")
+            size = (await sftp.stat("/flash/isp-7-abc.backup")).size
+        assert size == len(state.files["flash/isp-7-abc.backup"])
+        assert await run(conn, '/file remove [find name="isp-7-abc.backup"]') == ""
+        assert list(state.files) == ["flash/isp-7-abc.backup"]  # a silent no-op
+        await run(conn, '/file remove [find name="flash/isp-7-abc.backup"]')
+    assert state.files == {}
+
+
+async def test_v6_file_print_detail_quotes_every_string() -> None:
+    # the manual's v6 capture: ` 1 name="sample.txt" type=".txt file" size=5 creation-time=...`
+    state = RouterState(legacy_v6=True, flash=True)
+    state.files["flash/x.backup"] = b"\x88\xac\xa1\xb1" + bytes(2000)
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        listed = (await run(conn, "/file print detail")).split("\r\n")
+    assert listed[0].startswith(' 0 name="flash" type="directory" creation-time=')
+    assert listed[2].startswith(' 1 name="flash/x.backup" type="backup" size=2.0KiB creation-')
+
+
+@pytest.mark.parametrize(
+    ("save", "magic"),
+    [("dont-encrypt=yes", MAGIC_PLAIN), ('password="pw"', MAGIC_AES)],
+)
+async def test_a_backup_grows_in_the_background_to_the_length_in_its_header(
+    save: str, magic: int
+) -> None:
+    # MikroTik manual, File: NAND write-back delays flash writes by up to 40 s;
+    # the u32 LE total length at offset 4 (ROUTEROS.md)
+    state = RouterState(backup_write_time=0.4)
+    state.add_secret("alice", password="pw", comment="c" * 200)
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        await run(conn, f"/system backup save name=b {save}")
+        sizes = [len(state.files["b.backup"])]
+        while True:
+            head = state.files["b.backup"]
+            total = struct.unpack("<I", head[4:8])[0] if len(head) >= 8 else None
+            if total == len(head):
+                break
+            await asyncio.sleep(0.05)
+            sizes.append(len(state.files["b.backup"]))
+    data = state.files["b.backup"]
+    assert struct.unpack("<II", data[:8]) == (magic, len(data))
+    assert sizes[0] < len(data)
+    assert sizes == sorted(sizes)
+
+
+async def test_a_stalled_background_write_never_completes() -> None:
+    state = RouterState(backup_write_stalls=True)
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        await run(conn, "/system backup save name=b dont-encrypt=yes")
+        await asyncio.sleep(0.05)
+        data = state.files["b.backup"]
+        assert 8 < len(data) < struct.unpack("<I", data[4:8])[0]
+        await run(conn, "/file remove [find name=b.backup]")
+    assert state.files == {}
+
+
+async def test_both_already_exists_wordings() -> None:
+    # `failure: item with this name already exists` in v7 menus (beeyev #80, 7.22.2);
+    # /ppp secret keeps its own wording on v6 and v7
+    state = RouterState(item_exists_wording=True)
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        await run(conn, "/ppp profile add name=p")
+        assert await run(conn, "/ppp profile add name=p") == (
+            "failure: item with this name already exists\r\n"
+        )
+        await run(conn, "/ppp secret add name=s")
+        assert await run(conn, "/ppp secret add name=s") == (
+            "failure: secret with the same name already exists\r\n"
+        )
+
+
+async def test_hex_escapes_must_be_upper_case(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
+    # Manual:Scripting: `\XX` takes two upper-case hex digits
+    await run(conn, '/ppp secret add name=a comment="caf\\C3\\A9"')
+    await run(conn, '/ppp secret add name=b comment="caf\\c3\\a9"')
+    assert state.secret("a").comment == "café"
+    assert state.secret("b").comment == "cafc3\a9"  # `\c` is `c`, `\a` the bell
+
+
+async def test_conditional_add_or_set_in_one_statement(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
+    # ROUTEROS.md: `:if ([:len [/ppp profile find name="p"]] = 0) do={...} else={...}`
+    upsert = (
+        ':if ([:len [/ppp profile find name="p"]] = 0) do={/ppp profile add name="p" '
+        'rate-limit="{rate}"} else={/ppp profile set [find name="p"] rate-limit="{rate}"}'
+    )
+    assert await run(conn, upsert.replace("{rate}", "1M/2M")) == ""
+    assert await run(conn, upsert.replace("{rate}", "3M/4M")) == ""
+    assert [(p.name, p.rate_limit) for p in state.profiles if not p.builtin] == [("p", "3M/4M")]
+    assert state.writes == [
+        '/ppp profile add name="p" rate-limit="1M/2M"',
+        '/ppp profile set [find name="p"] rate-limit="3M/4M"',
+    ]
+    assert await run(conn, ':put [:len [/ppp profile find name="p"]]') == "1\r\n"
+    assert await run(conn, ':if (1 = 2) do={:put "yes"} else={:put "no"}') == "no\r\n"
+
+
+async def test_a_compile_error_inside_a_block_runs_nothing(
+    conn: asyncssh.SSHClientConnection, state: RouterState
+) -> None:
+    out = await run(conn, ':put "first"; :if (1 = 1) do={/ppp secret frob}')
+    assert out.startswith("bad command name frob")
+    assert "first" not in out
+    assert await run(conn, ":if (1 = 1) do={/ppp secret add name=x") == (
+        "syntax error (line 1 column 16)\r\n"  # where the unclosed `{` opens
+    )
+    assert state.secrets == []
+
+
+async def test_policies_gate_writes_sftp_and_secrets(state: RouterState) -> None:
+    state.add_secret("alice", password="s3cr3t")
+    state.revoke("admin", "sensitive", "ftp")
+    async with RouterOSServer(state) as router, connect(router) as conn:
+        # v7 without the sensitive policy leaves secrets out even with show-sensitive
+        assert "s3cr3t" not in await run(conn, "/export show-sensitive")
+        with pytest.raises(asyncssh.SFTPError):
+            async with conn.start_sftp_client() as sftp:
+                await sftp.listdir("/")
+        state.revoke("admin", "write")
+        assert await run(conn, "/ppp secret add name=b") == "not enough permissions (9)\r\n"

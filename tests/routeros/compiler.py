@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 from .menus import COMMANDS, MENUS, TABLES, Path, Spec, spec_for
 from .state import RouterState
-from .syntax import RouterOSSyntaxError, Statement, Substitution, Word
+from .syntax import Block, Expression, Literal, RouterOSSyntaxError, Statement, Substitution, Word
 
-Condition = tuple[str, Word | None, bool]  # (property, value or None for a flag, negated)
+# (property, value or None for a flag, negated, operator: "=" equals, "~" regex match)
+Condition = tuple[str, Word | None, bool, str]
 
 
 @dataclass
@@ -38,11 +39,18 @@ def check(statements: tuple[Statement, ...], cwd: Path, state: RouterState) -> N
         if isinstance(call, tuple):
             cwd = call
             continue
-        words = [*call.named.values(), *call.unnamed, *(w for _, w, _ in call.where if w)]
-        for word in words:
-            for part in word.parts:
-                if isinstance(part, Substitution):
-                    check(part.statements, call.menu, state)
+        words = [*call.named.values(), *call.unnamed, *(c[1] for c in call.where if c[1])]
+        _check_words(words, call.menu, state)
+
+
+def _check_words(words: list[Word], menu: Path, state: RouterState) -> None:
+    """Substitutions, blocks and expressions are compiled with the line, before it runs."""
+    for word in words:
+        for part in word.parts:
+            if isinstance(part, Substitution | Block):
+                check(part.statements, menu, state)
+            elif isinstance(part, Expression):
+                _check_words(list(part.words), menu, state)
 
 
 def resolve(statement: Statement, cwd: Path, state: RouterState) -> Call | Path:
@@ -87,10 +95,14 @@ def _arguments(call: Call, words: list[Word]) -> Call:
             if plain == "and":
                 continue
             if named and named[0] in properties:
-                call.where.append((named[0], named[1], False))
+                call.where.append((named[0], named[1], False, "="))
+                continue
+            matched = _regex_condition(word)
+            if matched and matched[0] in properties:
+                call.where.append((matched[0], matched[1], False, "~"))
                 continue
             if plain and plain.lstrip("!") in properties | {"disabled"}:
-                call.where.append((plain.lstrip("!"), None, plain.startswith("!")))
+                call.where.append((plain.lstrip("!"), None, plain.startswith("!"), "="))
                 continue
         elif named:
             if named[0] in spec.args:
@@ -110,3 +122,14 @@ def _arguments(call: Call, words: list[Word]) -> Call:
             continue
         raise RouterOSSyntaxError("expected end of command", word.pos)
     return call
+
+
+def _regex_condition(word: Word) -> tuple[str, Word] | None:
+    """`name~"x"` -> (name, value word): the `~` regex match of a `where` clause."""
+    first = word.parts[0] if word.parts else None
+    if not isinstance(first, Literal) or first.quoted or "~" not in first.text:
+        return None
+    name, _, rest = first.text.partition("~")
+    pos = first.pos + len(name) + 1
+    head = (Literal(rest, pos),) if rest else ()
+    return name, Word(head + word.parts[1:], pos)

@@ -60,6 +60,7 @@ class Spec:
     where: bool = False
     unset: bool = False
     write: bool = False
+    control: bool = False  # runs other statements (`:if`): never replaced by an injected error
 
 
 def _table_specs() -> dict[Path, Spec]:
@@ -94,6 +95,9 @@ COMMANDS: dict[Path, Spec] = {
     ("log", "warning"): Spec(args=frozenset({"message"}), unnamed=1),
     ("log", "error"): Spec(args=frozenset({"message"}), unnamed=1),
     (":put",): Spec(unnamed=1),
+    (":len",): Spec(unnamed=1),
+    # `:if (<expression>) do={...} else={...}` (Manual:Scripting, "Conditional statement")
+    (":if",): Spec(args=frozenset({"do", "else"}), unnamed=1, control=True),
 }
 
 EXPORT_FLAGS_V7 = frozenset({"show-sensitive", "terse", "verbose"})

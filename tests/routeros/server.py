@@ -1,9 +1,10 @@
 """An asyncssh server that answers like a MikroTik RouterOS router.
 
 Exec channels run their command through the interpreter and always end with exit status 0 and
-an empty stderr, errors included (RouterOS prints errors as text). The banner is exactly
-`SSH-2.0-ROSSSH`, the host key RSA 2048 (generated once per process and shared), and the login
-name may carry console options after `+` (`admin+ct`). SFTP serves the router's in-memory files.
+an empty stderr, errors and cut exports included (RouterOS prints errors as text). The banner is
+exactly `SSH-2.0-ROSSSH`, the host key RSA 2048 (generated once per process and shared), and the
+login name may carry console options after `+` (`admin+ct`). SFTP serves the router's in-memory
+files.
 
 Many routers can run in one process (`RouterFleet`): each costs one listening socket and a
 `RouterState`; they share the host key.
@@ -157,17 +158,23 @@ class RouterOSServer:
         if state.command_delay:
             await asyncio.sleep(state.command_delay)
         result = Interpreter(state, user).run(process.command)
+        output = result.output
         if result.export_span is not None:
             if state.export_delay:
                 await asyncio.sleep(state.export_delay)
+            start, end = result.export_span
             if state.drop_during_export:
-                start, end = result.export_span
-                process.stdout.write(result.output[:start + (end - start) // 2])
+                process.stdout.write(output[:start + (end - start) // 2])
                 await process.stdout.drain()
                 await asyncio.sleep(0.02)  # let the partial output reach the socket
                 process.channel.get_connection().abort()  # TCP drop, no SSH disconnect
                 return
-        process.stdout.write(result.output)
+            if state.export_cut_at is not None:
+                # A clean cut (Oxidized #1966, #3867): the output stops at a line end
+                # inside the export, then exit status 0 and a normal channel close.
+                limit = min(start + state.export_cut_at, end)
+                output = output[: max(output.rfind("\r\n", start, limit) + 2, start)]
+        process.stdout.write(output)
         await process.stdout.drain()
         process.exit(0)
 

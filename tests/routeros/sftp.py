@@ -1,17 +1,18 @@
 """SFTP on the emulated router, served straight from `RouterState.files` (no disk).
 
 asyncssh's `SFTPServer` maps every operation to the local disk by default; each one is
-overridden here, and those a router has no use for (links, directories, statvfs) are refused,
-so nothing ever touches the test machine's files. The router's flash is flat: every file sits
-in the root directory, and `x.backup`, `/x.backup` and `./x.backup` name the same file, as on
-RouterOS. Reads see the file as it was when opened; a written file appears in `state.files`
-when it is closed.
+overridden here, and those a router has no use for (links, making directories, statvfs) are
+refused, so nothing ever touches the test machine's files. Files sit in the root directory, or
+under `flash/` on a device with a flash disk (`RouterState.flash`); `x.backup`, `/x.backup`
+and `./x.backup` name the same file, as on RouterOS. Reads see the file as it was when opened;
+a written file appears in `state.files` when it is closed. SFTP needs the user's `ftp` policy.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat as stat_mod
 import time
 from dataclasses import dataclass
@@ -43,10 +44,9 @@ class _Handle:
 
 
 def _name(path: bytes) -> str:
-    name = path.decode("utf-8", errors="replace")
-    while name.startswith(("./", "/")):
-        name = name[2:] if name.startswith("./") else name[1:]
-    return name
+    """`/flash/./x.backup` -> `flash/x.backup`; the root is `""`."""
+    name = posixpath.normpath("/" + path.decode("utf-8", errors="replace")).lstrip("/")
+    return "" if name == "." else name
 
 
 def _refuse() -> NoReturn:
@@ -59,14 +59,18 @@ class MemorySFTPServer(asyncssh.SFTPServer):
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], state: RouterState) -> None:
         super().__init__(chan)
         self._state = state
+        self._user = str(chan.get_extra_info("username") or "").split("+", 1)[0]
         self._started = int(time.time())
 
     def _allowed(self) -> None:
-        if self._state.sftp_denied:
+        if self._state.sftp_denied or not self._state.has_policy(self._user, "ftp"):
             raise asyncssh.SFTPPermissionDenied("permission denied")
 
+    def _is_dir(self, name: str) -> bool:
+        return name in _ROOT or (self._state.flash and name.rstrip("/") == "flash")
+
     def _attrs(self, name: str) -> asyncssh.SFTPAttrs:
-        if name in _ROOT:
+        if self._is_dir(name):
             return asyncssh.SFTPAttrs(type=asyncssh.FILEXFER_TYPE_DIRECTORY,
                                       permissions=stat_mod.S_IFDIR | 0o755,
                                       mtime=self._started, atime=self._started)
@@ -80,7 +84,7 @@ class MemorySFTPServer(asyncssh.SFTPServer):
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         self._allowed()
         name = _name(path)
-        if name in _ROOT:
+        if self._is_dir(name):
             raise asyncssh.SFTPFileIsADirectory(f"{name or '/'} is a directory")
         writable = bool(pflags & asyncssh.FXF_WRITE)
         exists = name in self._state.files
@@ -130,7 +134,7 @@ class MemorySFTPServer(asyncssh.SFTPServer):
 
     def realpath(self, path: bytes) -> bytes:
         name = _name(path)
-        return b"/" if name in _ROOT else ("/" + name).encode()
+        return b"/" if name in _ROOT else ("/" + name.rstrip("/")).encode()
 
     def remove(self, path: bytes) -> None:
         self._allowed()
@@ -148,9 +152,15 @@ class MemorySFTPServer(asyncssh.SFTPServer):
     def listdir(self, path: bytes) -> list[bytes]:
         """Directory listing (asyncssh calls `lstat` on each name for its attributes)."""
         self._allowed()
-        if _name(path) not in _ROOT:
+        name = _name(path)
+        if not self._is_dir(name):
             raise asyncssh.SFTPNoSuchFile("not a directory")
-        return [b".", b"..", *(name.encode() for name in self._state.files)]
+        prefix = "" if name in _ROOT else name.rstrip("/") + "/"
+        entries = {f[len(prefix):].split("/", 1)[0] for f in self._state.files
+                   if f.startswith(prefix)}
+        if not prefix and self._state.flash:
+            entries.add("flash")
+        return [b".", b"..", *(entry.encode() for entry in sorted(entries))]
 
     # Refused rather than inherited: the defaults would act on the local disk.
 

@@ -1,13 +1,19 @@
 """RouterOS console syntax: statements, words, quoting and `[...]` substitutions.
 
 A parse turns one command line into statements. A statement is a list of words; a word is a
-list of parts (literal text, a `[...]` substitution, a `$variable`), concatenated when the word
-is evaluated. Errors carry the character offset, so the caller can say `(line L column C)`
-exactly as RouterOS does.
+list of parts (literal text, a `[...]` substitution, a `$variable`, a `{...}` block of
+statements as in `do={...}`, a `(...)` expression as in `:if (... = 0)`), concatenated when
+the word is evaluated. Errors carry the character offset, so the caller can say
+`(line L column C)` exactly as RouterOS does.
 
 The rules that matter for a client's safety are the router's: an unquoted `;` or newline ends
 the statement, an unquoted `[` opens a command substitution, and inside `"..."` a `$[...]` is a
 substitution too (run when the value is evaluated) unless the `$` is escaped as `\\$`.
+
+Escapes inside strings are the ones Manual:Scripting lists: `\\"`, `\\\\`, `\\$`, `\\?`,
+`\\_` (space), `\\a \\b \\f \\n \\r \\t \\v`, and `\\XX` with two *upper-case* hex digits: a
+lower-case `\\e9` is not the byte 0xE9 (it reads as `e` then `9`), so a client that escapes
+in lower case sends something else than it meant.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ _ESCAPES = {
     '"': '"', "\\": "\\", "$": "$", "?": "?", "_": " ",
     "n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b", "f": "\f", "v": "\v",
 }
-_HEX = "0123456789ABCDEFabcdef"
-_WORD_END = " \t\r\n;]{}()"
+_HEX = "0123456789ABCDEF"  # upper case only (Manual:Scripting)
+_WORD_END = " \t\r\n;]})"
+_CLOSERS = "])}"
 _IDENT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
 
 
@@ -57,7 +64,25 @@ class Substitution:
     in_string: bool
 
 
-Part = Literal | Variable | Substitution
+@dataclass(frozen=True)
+class Block:
+    """`{...}`: statements run when a command decides to (`:if ... do={...}`)."""
+
+    statements: tuple[Statement, ...]
+    pos: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Expression:
+    """`(...)`: words of an expression, e.g. `[:len [find]]`, `=`, `0`."""
+
+    words: tuple[Word, ...]
+    pos: int
+    text: str
+
+
+Part = Literal | Variable | Substitution | Block | Expression
 
 
 @dataclass(frozen=True)
@@ -120,8 +145,8 @@ class _Parser:
         while self._peek() in (" ", "\t") and self._peek():
             self.i += 1
 
-    def block(self, opened_at: int | None) -> tuple[Statement, ...]:
-        """Statements up to the end of input, or up to the `]` closing a substitution."""
+    def block(self, opened_at: int | None, closer: str = "]") -> tuple[Statement, ...]:
+        """Statements up to the end of input, or up to the `]` (`}`) closing what opened."""
         statements: list[Statement] = []
         words: list[Word] = []
 
@@ -146,8 +171,8 @@ class _Parser:
             elif c in ";\n":
                 flush()
                 self.i += 1
-            elif c == "]":
-                if opened_at is None:
+            elif c in _CLOSERS:
+                if opened_at is None or c != closer:
                     raise RouterOSSyntaxError("syntax error", self.i)
                 flush()
                 self.i += 1
@@ -155,8 +180,6 @@ class _Parser:
             elif c == "#" and not words:
                 while self._peek() not in ("", "\n"):
                     self.i += 1
-            elif c in "{}()":
-                raise RouterOSSyntaxError("syntax error", self.i)
             else:
                 words.append(self._word())
 
@@ -179,6 +202,14 @@ class _Parser:
             elif c == "[" or (c == "$" and self._peek(1) == "["):
                 flush()
                 parts.append(self._substitution(in_string=False))
+                buf_pos = self.i
+            elif c == "{":
+                flush()
+                parts.append(self._block())
+                buf_pos = self.i
+            elif c == "(":
+                flush()
+                parts.append(self._expression())
                 buf_pos = self.i
             elif c == "$" and self._peek(1) in _IDENT and self._peek(1):
                 flush()
@@ -210,6 +241,30 @@ class _Parser:
         body_start = self.i
         statements = self.block(pos)
         return Substitution(statements, pos, self.src[body_start:self.i - 1], in_string)
+
+    def _block(self) -> Block:
+        pos = self.i
+        self.i += 1
+        statements = self.block(pos, "}")
+        return Block(statements, pos, self.src[pos + 1:self.i - 1])
+
+    def _expression(self) -> Expression:
+        pos = self.i
+        self.i += 1
+        words: list[Word] = []
+        while True:
+            c = self._peek()
+            if c == "":
+                raise RouterOSSyntaxError("syntax error", pos)
+            if c in " \t":
+                self.i += 1
+            elif c == ")":
+                self.i += 1
+                return Expression(tuple(words), pos, self.src[pos + 1:self.i - 1])
+            elif c in ";\n]}":
+                raise RouterOSSyntaxError("syntax error", self.i)
+            else:
+                words.append(self._word())
 
     def _quoted(self) -> list[Part]:
         """A `"..."` string: literal runs (escapes decoded) and `$[...]`/`$var` parts."""
