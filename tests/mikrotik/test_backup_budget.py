@@ -1,0 +1,47 @@
+"""Every step of a backup fits inside the hook's own timeout (one budget, not constants).
+
+The plugin's manifest gives ``device_backup`` its timeout; here the copy the app loads says
+4 s, so a router whose ``.backup`` never finishes writing must be given up on (and the file
+removed, and the export kept) before the dispatcher cancels the hook.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from isp.config import Settings
+from tests.conftest import Tokens
+from tests.mikrotik.test_end_to_end import make_world
+from tests.routeros import RouterOSServer, RouterState
+
+HOOK_TIMEOUT = 4
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The plugin copy the app loads declares a short device_backup timeout."""
+    path = settings.plugins_dir / "mikrotik" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for hook in manifest["hooks"]:
+        if hook["name"] == "device_backup":
+            hook["timeout"] = HOOK_TIMEOUT
+    path.write_text(json.dumps(manifest))
+    return settings
+
+
+async def test_a_backup_that_never_completes_fails_inside_the_hook_timeout(
+    client: Any, tokens: Tokens
+) -> None:
+    state = RouterState(backup_write_stalls=True)  # defaults: export 90 s, file wait 45 s caps
+    async with RouterOSServer(state) as router:
+        world = await make_world(client, tokens, router)
+        response = await world.backup()
+        problem = await response.get_json()
+    assert problem["type"] != "https://isp-framework.dev/problems/hook-timeout", problem
+    assert problem["step"] == "binary"
+    assert [b["kind"] for b in problem["stored"]] == ["export"]
+    assert [b["kind"] for b in await world.backups()] == ["export"]
+    assert state.files == {}
