@@ -20,7 +20,7 @@ from tests.routeros import RouterOSServer, RouterState
 
 @pytest.fixture
 def settings(settings: Settings, s3_reset: str) -> Settings:
-    return settings.model_copy(update=s3_settings(s3_reset))
+    return Settings.model_validate({**dict(settings), **s3_settings(s3_reset)})
 
 
 @pytest.fixture
