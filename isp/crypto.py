@@ -1,8 +1,19 @@
-"""Encryption of secrets at rest (router and PPPoE passwords, secret plugin settings).
+"""Encryption at rest: secrets (router and PPPoE passwords, secret plugin settings) and
+stored objects (device backups).
 
-Fernet (AES-128-CBC + HMAC-SHA256) from ``cryptography``. The key comes from
-``ISP_SECRET_KEY``; when unset, one is generated into ``ISP_DATA_DIR/secret.key`` on first
-start (mode 0600). Several instances must share the same ``ISP_SECRET_KEY``.
+Secrets: Fernet (AES-128-CBC + HMAC-SHA256) from ``cryptography``, ASCII tokens fit for a
+text column. The key comes from ``ISP_SECRET_KEY``; when unset, one is generated into
+``ISP_DATA_DIR/secret.key`` on first start (mode 0600). Several instances must share the
+same ``ISP_SECRET_KEY``.
+
+Objects: :class:`ObjectCipher`, AES-256-GCM under a key derived from the same secret with
+HKDF (``info=b"isp-object-store"``). Not Fernet, because backups are binary and up to
+hundreds of MiB: Fernet tokens are base64 text (a third larger), CBC plus a separate HMAC
+is slower, and a derived key keeps objects and credentials under separate keys while the
+operator still manages one ``ISP_SECRET_KEY``. Each object is ``MAGIC | nonce | ciphertext
+and tag``, authenticated together with its object key (so an object moved to another key
+does not decrypt); anything without the magic is an object stored before encryption and
+is returned as it is.
 """
 
 from __future__ import annotations
@@ -10,9 +21,12 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import Final
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from isp.config import Settings
@@ -20,15 +34,61 @@ from isp.errors import ConfigError, ISPError
 
 KEY_FILE = "secret.key"
 MIN_PASSPHRASE = 32
+OBJECT_MAGIC: Final = b"ISPOBJ\x01\x00"  # format version 1: AES-256-GCM
+_NONCE: Final = 12
+
+
+class ObjectCipher:
+    """Seals objects at rest (AES-256-GCM); opens sealed ones, passes old clear ones."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    @staticmethod
+    def is_sealed(blob: bytes) -> bool:
+        return blob.startswith(OBJECT_MAGIC)
+
+    def seal(self, data: bytes, context: str) -> bytes:
+        """``data`` encrypted and bound to ``context`` (the object's key)."""
+        nonce = os.urandom(_NONCE)
+        return OBJECT_MAGIC + nonce + self._aead.encrypt(nonce, data, context.encode())
+
+    def open(self, blob: bytes, context: str) -> bytes:
+        """The clear bytes of a sealed object; an object without the magic as it is."""
+        if not self.is_sealed(blob):
+            return blob
+        start = len(OBJECT_MAGIC)
+        nonce, sealed = blob[start : start + _NONCE], blob[start + _NONCE :]
+        try:
+            return self._aead.decrypt(nonce, sealed, context.encode())
+        except InvalidTag as exc:
+            raise ISPError(
+                f"stored object {context} cannot be decrypted: ISP_SECRET_KEY differs from "
+                "the key it was stored with, or the object was altered"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return "ObjectCipher(<key hidden>)"
 
 
 class SecretBox:
-    """Encrypts and decrypts short secrets; ciphertext is ASCII, fit for a text column."""
+    """Encrypts and decrypts short secrets; ciphertext is ASCII, fit for a text column.
 
-    __slots__ = ("_fernet",)
+    :meth:`objects` gives the :class:`ObjectCipher` derived from the same key.
+    """
+
+    __slots__ = ("_fernet", "_objects")
 
     def __init__(self, key: str) -> None:
-        self._fernet = Fernet(_fernet_key(key))
+        raw = _fernet_key(key)
+        self._fernet = Fernet(raw)
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"isp-object-store")
+        self._objects = ObjectCipher(derived.derive(base64.urlsafe_b64decode(raw)))
+
+    def objects(self) -> ObjectCipher:
+        return self._objects
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode("ascii")

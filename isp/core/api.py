@@ -13,7 +13,7 @@ from isp.auth import permissions as perms
 from isp.auth.guard import current_principal, require
 from isp.context import components
 from isp.core import workflows
-from isp.core.backups import BackupBatch, back_up_device, diff_exports
+from isp.core.backups import BackupBatch, back_up_device, diff_exports, read_backup
 from isp.core.models import Backup, BackupKind, Customer, Device, Job, Plan, Service
 from isp.core.schemas import (
     BackupList,
@@ -189,7 +189,7 @@ async def list_backups(device_id: int) -> BackupList:
 async def backup_content(backup_id: int) -> Response:
     backup = await workflows.get_or_404(Backup, backup_id, "backup")
     parts = components()
-    data = await parts.store.get(parts.settings.s3_backups_bucket, backup.object_key)
+    data = await read_backup(backup, parts.store, parts.settings.s3_backups_bucket)
     if backup.kind is BackupKind.EXPORT:
         return Response(data, mimetype="text/plain")
     return Response(data, mimetype="application/octet-stream")

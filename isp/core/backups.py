@@ -1,10 +1,23 @@
-"""Device backups: ask the plugins for artifacts, store them, record them.
+"""Device backups: ask the plugins for artifacts, store them (encrypted), record them.
 
 ``device_backup`` hooks talk to routers for seconds, so unlike the other workflows this
 one does not hold a transaction open while they run (on SQLite a long transaction blocks
 every query of the process). The hooks receive ``db`` as the plain connection; what the
 core records afterwards is written in one short transaction, and objects already put in
 the store are deleted again if that fails.
+
+Partial results. A hook that finished some artifacts and then failed (the MikroTik
+plugin: the export is fetched, the binary step fails) raises a ``PluginError`` whose
+``artifacts`` attribute holds the finished ones and whose ``step`` (extra field) names
+what failed. The core stores and records those artifacts, then re-raises the error with
+``stored`` added: the ``Backup`` records written (single backup) or queued (fleet job).
+So a good export is never thrown away because of a later step, and the failure is still
+reported. Artifacts never go into the problem document: they are an attribute.
+
+At rest. Every object is sealed with the app's :class:`~isp.crypto.ObjectCipher` (a key
+derived from ``ISP_SECRET_KEY``) before it reaches the object store; ``sha256``, ``size``,
+``changed``, retention and diffs are over the clear bytes. :func:`read_backup` opens an
+object, and returns one stored before encryption as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +37,8 @@ from tortoise.functions import Max
 
 from isp.core import events
 from isp.core.models import Backup, BackupKind, Device
+from isp.core.schemas import BackupOut
+from isp.crypto import process_box
 from isp.errors import Conflict, ISPError, PluginError, ValidationFailed
 from isp.plugins import registry
 from isp.storage import ObjectStore
@@ -31,6 +46,7 @@ from isp.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {BackupKind.EXPORT: "rsc", BackupKind.BINARY: "backup"}
+THREAD_ABOVE = 1024 * 1024  # seal and open larger objects in a worker thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +95,32 @@ async def back_up_device(
     """Run the device_backup hooks for ``device`` and record what they return.
 
     With ``batch`` (fleet jobs) the rows are queued in the batch, written by its
-    ``flush``; the returned rows then have no ids yet.
+    ``flush``; the returned rows then have no ids yet. A hook failure that carries
+    finished ``artifacts`` has those stored first (see the module docstring).
     """
-    results = await registry.emit(events.DEVICE_BACKUP, device, db=get_connection("default"))
+    try:
+        results = await registry.emit(events.DEVICE_BACKUP, device, db=get_connection("default"))
+    except PluginError as exc:
+        finished = _finished(exc)
+        if not finished:
+            raise
+        stored = await _store(device, finished, store, bucket, batch)
+        exc.extra["stored"] = [
+            BackupOut.model_validate(row, from_attributes=True).model_dump(mode="json")
+            if row.id is not None
+            else {"kind": row.kind.value, "sha256": row.sha256, "size": row.size}
+            for row in stored
+        ]
+        log.warning(
+            "device backup partly failed; finished artifacts stored",
+            extra={
+                "device_id": device.id,
+                "plugin": exc.plugin,
+                "step": exc.extra.get("step"),
+                "stored": [row.kind.value for row in stored],
+            },
+        )
+        raise
     artifacts: list[Artifact] = []
     for result in results:
         values = result.value if isinstance(result.value, list | tuple) else [result.value]
@@ -92,6 +131,32 @@ async def back_up_device(
             f"(device {device.id}): enable one that handles device_backup",
             device_id=device.id,
         )
+    return await _store(device, artifacts, store, bucket, batch)
+
+
+def _finished(error: PluginError) -> list[Artifact]:
+    """The artifacts a failed hook finished (its ``artifacts`` attribute), validated."""
+    values = getattr(error, "artifacts", None)
+    if not isinstance(values, list | tuple) or not values:
+        return []
+    try:
+        return [_artifact(v, error.plugin or "unknown") for v in values if v is not None]
+    except PluginError as malformed:
+        log.warning(
+            "a failed device_backup hook carried malformed artifacts; none stored",
+            extra={"plugin": error.plugin, "reason": malformed.detail},
+        )
+        return []
+
+
+async def _store(
+    device: Device,
+    artifacts: list[Artifact],
+    store: ObjectStore,
+    bucket: str,
+    batch: BackupBatch | None,
+) -> list[Backup]:
+    """Seal and put every artifact, then record it (or queue it in ``batch``)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     keyed = [
         (
@@ -103,7 +168,7 @@ async def back_up_device(
     ]
     stored = False
     try:
-        await store.put_many(bucket, [(key, artifact.data) for artifact, key in keyed])
+        await store.put_many(bucket, await _sealed(keyed))
         stored = True
         if batch is not None:
             return batch.add(device.id, keyed)
@@ -119,6 +184,27 @@ async def back_up_device(
         if artifact.keep_unchanged is not None:
             await prune_unchanged(device.id, artifact.kind, artifact.keep_unchanged, store, bucket)
     return backups
+
+
+async def _sealed(keyed: list[tuple[Artifact, str]]) -> list[tuple[str, bytes]]:
+    """Each artifact's bytes encrypted for its object key (big ones in a thread)."""
+    cipher = process_box().objects()
+
+    def seal() -> list[tuple[str, bytes]]:
+        return [(key, cipher.seal(artifact.data, key)) for artifact, key in keyed]
+
+    if sum(len(artifact.data) for artifact, _ in keyed) > THREAD_ABOVE:
+        return await asyncio.to_thread(seal)
+    return seal()
+
+
+async def read_backup(backup: Backup, store: ObjectStore, bucket: str) -> bytes:
+    """A backup's clear bytes, whether stored sealed or (before encryption) as they were."""
+    blob = await store.get(bucket, backup.object_key)
+    cipher = process_box().objects()
+    if len(blob) > THREAD_ABOVE:
+        return await asyncio.to_thread(cipher.open, blob, backup.object_key)
+    return cipher.open(blob, backup.object_key)
 
 
 async def _record(device: Device, stored: list[tuple[Artifact, str]]) -> list[Backup]:
@@ -179,7 +265,7 @@ async def diff_exports(first: Backup, second: Backup, store: ObjectStore, bucket
                 f"backup {backup.id} is a binary backup; only exports can be compared",
                 errors=[{"loc": ["query", "against"], "msg": "not an export"}],
             )
-    old, new = await store.get(bucket, second.object_key), await store.get(bucket, first.object_key)
+    old, new = await read_backup(second, store, bucket), await read_backup(first, store, bucket)
 
     def render() -> str:
         return "".join(

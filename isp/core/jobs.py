@@ -143,7 +143,9 @@ class JobRunner:
             except TimeoutError:
                 failure = (f"timed out after {self._device_timeout:g} s", {}, True)
             except ISPError as exc:
-                failure = (exc.detail, exc.extra, exc.status_code >= 500)
+                # a partial failure stored what it finished: retrying would store it again
+                transient = exc.status_code >= 500 and "stored" not in exc.extra
+                failure = (exc.detail, exc.extra, transient)
             except Exception as exc:  # noqa: BLE001 - one device's crash must not stop the job
                 log.exception("job step crashed", extra={"device_id": device_id})
                 failure = (f"{type(exc).__name__}: {exc}", {}, False)
@@ -202,9 +204,11 @@ class _Progress:
 
     def fail(self, device_id: int, reason: str, extra: dict[str, Any], attempts: int = 1) -> None:
         entry: dict[str, Any] = {"device_id": device_id, "reason": reason, "attempts": attempts}
-        for key in ("plugin", "hook"):
+        for key in ("plugin", "hook", "step"):
             if key in extra:
                 entry[key] = extra[key]
+        if "stored" in extra:  # a partial backup: the kinds that were stored anyway
+            entry["stored"] = [item["kind"] for item in extra["stored"]]
         self.failed.append(entry)
 
     def done_one(self) -> None:

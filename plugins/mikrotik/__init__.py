@@ -1,8 +1,9 @@
 """MikroTik RouterOS plugin: PPPoE provisioning and backups over SSH (see README.md).
 
 Modules: ``settings`` (the settings model), ``errors`` (what can fail), ``routeros``
-(quoting, commands, error texts), ``ssh`` (connection, host key pinning, the one error
-boundary), ``provision`` and ``backup`` (the router work), ``handlers`` (the hooks).
+(quoting, statements, error texts), ``budget`` (one deadline per hook call), ``ssh``
+(connection, host key pinning, the one error boundary), ``provision`` (subscribers),
+``export``, ``binary`` and ``backup`` (backups), ``handlers`` (the hooks).
 """
 
 from __future__ import annotations

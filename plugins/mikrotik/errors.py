@@ -11,12 +11,19 @@
         ├── RouterConnectionLost    502  the connection dropped mid-command (output cut)
         ├── RouterCommandError      422  the router printed an error (``router_message``)
         │   └── RouterPermissionDenied  422  ``not enough permissions``: fix the user's policy
-        ├── BackupInvalid           502  what came back is not an export / a .backup file
+        ├── BackupInvalid           502  not an export / a .backup; an export with error
+        │                                lines (``menus``), interrupted or cut short
+        │                                (``truncated``); a .backup never complete
+        ├── SubscriberMissing       409  the subscriber's secret is not on the router
         └── InvalidValue            422  a value we refuse to send (control characters ...)
 
 asyncssh and OS errors become these in exactly one place, :mod:`.ssh`. Messages tell the
 operator what to fix; they never contain a password, and never a full command line (a
 ``/ppp secret add`` carries one), only its menu and verb (``command``).
+
+A backup error carries ``step`` (``export`` or ``binary``); when the export was fetched and
+the binary step failed, the error also carries the finished artifacts (:func:`with_artifacts`)
+so the core stores the export and reports the failure.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class MikrotikError(PluginError):
 
     def __init__(self, detail: str = "", *, status: int | None = None, **extra: Any) -> None:
         super().__init__(detail, status=status, **{k: v for k, v in extra.items() if v is not None})
+        self.artifacts: list[dict[str, Any]] = []  # finished before the failure (backups)
 
 
 class RouterUnreachable(MikrotikError):
@@ -84,7 +92,33 @@ class BackupInvalid(MikrotikError):
     type_slug = "mikrotik-backup-invalid"
 
 
+class SubscriberMissing(MikrotikError):
+    """The router has no secret for the subscriber (renamed or removed by hand).
+
+    Suspending then would report a subscriber cut off who may still be online, so the
+    workflow is refused (and the service keeps its status) until an operator looks.
+    """
+
+    status = 409
+    title = "Subscriber not on the router"
+    type_slug = "mikrotik-subscriber-missing"
+
+
 class InvalidValue(MikrotikError):
     status = 422
     title = "Value cannot be sent to a router"
     type_slug = "mikrotik-invalid-value"
+
+
+def with_artifacts(
+    error: MikrotikError, step: str, artifacts: list[dict[str, Any]]
+) -> MikrotikError:
+    """Mark ``error`` as the failure of ``step`` after ``artifacts`` were finished.
+
+    The core's ``device_backup`` contract: a ``PluginError`` whose ``artifacts`` attribute
+    holds completed artifacts gets those stored and recorded before the failure is
+    reported (they never reach the problem document: an attribute, not an extra field).
+    """
+    error.extra["step"] = step
+    error.artifacts = list(artifacts)
+    return error

@@ -6,6 +6,10 @@ the ``PluginError`` raised here rolls the service status back. A host key learne
 first use is saved through the ``db`` connection the hook received (so for provisioning
 it commits, or rolls back, with the workflow; for backups it is saved at once).
 
+Each call runs under one :class:`~.budget.Budget` as long as the hook's timeout from the
+manifest, started when the hook is entered: every login, command and file wait is cut
+to what is left, so the hook finishes (and cleans up) before the dispatcher cancels it.
+
 The core's models are reached through the small protocols below, never imported: the
 plugin depends on ``isp.plugins`` alone.
 """
@@ -19,8 +23,9 @@ from typing import Any, Protocol
 from isp.plugins import registry
 
 from . import backup, provision
+from .budget import Budget
 from .provision import Subscriber
-from .settings import MikrotikSettings, current
+from .settings import MikrotikSettings, current, hook_timeout
 from .ssh import RouterSession, Target, open_session
 
 VENDOR = "mikrotik"
@@ -91,10 +96,12 @@ def subscriber(service: ServiceLike) -> Subscriber:
 
 @asynccontextmanager
 async def session(
-    device: DeviceLike, db: Any, settings: MikrotikSettings | None = None
+    device: DeviceLike, db: Any, event: str, settings: MikrotikSettings | None = None
 ) -> AsyncIterator[RouterSession]:
-    """A logged-in session; pins the host key on first use (saved through ``db``)."""
-    async with open_session(target(device), settings or current()) as router:
+    """A logged-in session under ``event``'s time budget; pins the host key on first use
+    (saved through ``db``)."""
+    budget = Budget(hook_timeout(event))
+    async with open_session(target(device), settings or current(), budget) as router:
         if router.learned_host_key is not None:
             device.host_key = router.learned_host_key
             await device.save(using_db=db, update_fields=["host_key"])
@@ -105,14 +112,14 @@ async def session(
 async def service_provision(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
         sub = subscriber(service)  # refuse bad values before connecting
-        async with session(service.device, db) as router:
+        async with session(service.device, db, "service_provision") as router:
             await provision.provision(router, sub)
 
 
 @registry.hook("service_suspend")
 async def service_suspend(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
-        async with session(service.device, db) as router:
+        async with session(service.device, db, "service_suspend") as router:
             await provision.suspend(router, service.username)
 
 
@@ -120,14 +127,14 @@ async def service_suspend(service: ServiceLike, db: Any = None) -> None:
 async def service_resume(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
         sub = subscriber(service)
-        async with session(service.device, db) as router:
+        async with session(service.device, db, "service_resume") as router:
             await provision.resume(router, sub)
 
 
 @registry.hook("service_terminate")
 async def service_terminate(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
-        async with session(service.device, db) as router:
+        async with session(service.device, db, "service_terminate") as router:
             await provision.terminate(router, service.username)
 
 
@@ -136,5 +143,5 @@ async def device_backup(device: DeviceLike, db: Any = None) -> list[dict[str, An
     if not handles(device):
         return None
     settings = current()
-    async with session(device, db, settings) as router:
+    async with session(device, db, "device_backup", settings) as router:
         return await backup.back_up(router, settings)

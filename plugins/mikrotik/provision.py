@@ -1,10 +1,18 @@
 """PPPoE subscribers on RouterOS: a profile per plan, a secret per service.
 
 Every operation is idempotent, because a workflow may be retried after a partial
-failure: a profile or secret that already exists is updated with ``set``, never
-reported as an error, and ``disable``/``enable``/``remove`` of ``[find name=...]`` are
-no-ops when nothing matches. Disabling a secret does not end a live session, so
-suspend and terminate also remove the subscriber from ``/ppp active``.
+failure: a profile or secret is added or, when one of that name exists, updated, in one
+conditional statement (:class:`~.routeros.Upsert`), so no "already exists" sentence is
+ever matched (its wording differs between menus and releases). Disabling a secret does
+not end a live session, so suspend and terminate also remove the subscriber from
+``/ppp active``.
+
+``disable``/``remove [find name=...]`` are silent no-ops on RouterOS when nothing
+matches, so each one runs on the channel after ``:put [:len [find ...]]``: the count says
+whether the subscriber was there. Suspending one who is not (the secret was renamed or
+removed by hand) is refused with :class:`~.errors.SubscriberMissing`, since the service
+would show ``suspended`` while the subscriber may still be online; terminating one who
+is already gone succeeds with a warning (there is nothing left to cut off).
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from .errors import InvalidValue, RouterCommandError
-from .routeros import Command, Find, has_control, is_already_exists
+from .errors import InvalidValue, SubscriberMissing
+from .routeros import Command, Count, Find, Script, Upsert, has_control
 from .ssh import RouterSession
 
 log = logging.getLogger(__name__)
@@ -76,13 +84,7 @@ def _by_name(name: str) -> Find:
 
 async def ensure_profile(router: RouterSession, sub: Subscriber) -> None:
     """The plan's PPP profile exists with the plan's rate (added, or ``set`` when present)."""
-    add = Command("/ppp profile", "add", {"name": sub.plan, "rate-limit": sub.rate_limit})
-    if await _add(router, add):
-        return
-    update = Command(
-        "/ppp profile", "set", {"rate-limit": sub.rate_limit}, target=_by_name(sub.plan)
-    )
-    await router.run(update)
+    await router.run(Upsert("/ppp profile", sub.plan, {"rate-limit": sub.rate_limit}))
 
 
 async def ensure_secret(router: RouterSession, sub: Subscriber) -> None:
@@ -93,12 +95,7 @@ async def ensure_secret(router: RouterSession, sub: Subscriber) -> None:
         "profile": sub.plan,
         "comment": sub.comment,
     }
-    if await _add(router, Command("/ppp secret", "add", {"name": sub.username, **values})):
-        return
-    update = Command(
-        "/ppp secret", "set", {**values, "disabled": "no"}, target=_by_name(sub.username)
-    )
-    await router.run(update)
+    await router.run(Upsert("/ppp secret", sub.username, values, on_update={"disabled": "no"}))
 
 
 async def provision(router: RouterSession, sub: Subscriber) -> None:
@@ -108,15 +105,26 @@ async def provision(router: RouterSession, sub: Subscriber) -> None:
 
 
 async def suspend(router: RouterSession, username: str) -> None:
-    """Disable the secret, then end the live session (disabling alone does not)."""
-    await router.run(Command("/ppp secret", "disable", target=_by_name(username)))
+    """Disable the secret, then end the live session (disabling alone does not).
+
+    A subscriber without a secret on the router is refused (:class:`SubscriberMissing`).
+    """
+    if not await _counted(router, Command("/ppp secret", "disable", target=_by_name(username))):
+        where = router.target
+        raise SubscriberMissing(
+            f"subscriber {username!r} is not on router {where.host} (device "
+            f"{where.device_id}): no PPP secret of that name, so nothing was disabled and "
+            "the subscriber may still be online under another name. Provision the service "
+            "again, or fix the secret on the router, then suspend",
+            subscriber=username,
+            **where.where,
+        )
     await kick(router, username)
 
 
 async def resume(router: RouterSession, sub: Subscriber) -> None:
     """Enable the secret; if it vanished from the router meanwhile, provision it again."""
-    await router.run(Command("/ppp secret", "enable", target=_by_name(sub.username)))
-    if not await secret_exists(router, sub.username):
+    if not await _counted(router, Command("/ppp secret", "enable", target=_by_name(sub.username))):
         log.warning(
             "secret missing on resume, provisioning it again",
             extra={**router.target.where, "service_id": sub.service_id},
@@ -125,8 +133,13 @@ async def resume(router: RouterSession, sub: Subscriber) -> None:
 
 
 async def terminate(router: RouterSession, username: str) -> None:
-    """Remove the secret (no new logins), then the live session."""
-    await router.run(Command("/ppp secret", "remove", target=_by_name(username)))
+    """Remove the secret (no new logins), then the live session; gone already is fine."""
+    if not await _counted(router, Command("/ppp secret", "remove", target=_by_name(username))):
+        log.warning(
+            "subscriber %s already gone from the router, nothing to remove",
+            username,
+            extra={**router.target.where, "subscriber": username},
+        )
     await kick(router, username)
 
 
@@ -135,19 +148,24 @@ async def kick(router: RouterSession, username: str) -> None:
 
 
 async def secret_exists(router: RouterSession, username: str) -> bool:
-    count = Command("/ppp secret", "print", flags=("count-only",), where={"name": username})
-    text = (await router.run(count, quiet=False)).strip()
+    count = Count("/ppp secret", _by_name(username))
+    return await _count(router, count) > 0
+
+
+async def _counted(router: RouterSession, command: Command) -> bool:
+    """Run ``command`` on the secret ``[find name=...]`` names; False if it named none.
+
+    One channel: ``:put [:len [/ppp secret find name=...]]; <command>``. An empty find
+    makes the command a silent no-op, so the count is how we know.
+    """
+    assert command.target is not None
+    count = Count(command.menu, command.target)
+    return await _count(router, Script((count, command), command.label)) > 0
+
+
+async def _count(router: RouterSession, script: Count | Script) -> int:
+    """Run a script that prints one count (and nothing else on success)."""
+    text = (await router.run(script, quiet=False)).strip()
     if not text.isdigit():
-        raise router.command_error(count, f"unexpected output: {text[:200]!r}")
-    return int(text) > 0
-
-
-async def _add(router: RouterSession, command: Command) -> bool:
-    """Run an ``add``; False (not an error) when the item already exists."""
-    try:
-        await router.run(command)
-    except RouterCommandError as exc:
-        if is_already_exists(str(exc.extra.get("router_message", ""))):
-            return False
-        raise
-    return True
+        raise router.command_error(script, f"unexpected output: {text[:200]!r}")
+    return int(text)

@@ -6,6 +6,10 @@ exchange is what costs CPU), runs each command on its own exec channel (RouterOS
 an exec channel without echo, prompt or paging: nothing to screen-scrape), and fetches
 files over SFTP on the same connection.
 
+Every wait (login, each command, each SFTP operation, closing) is the setting's cap cut
+to what is left of the hook's :class:`~.budget.Budget`, so no sequence of steps can run
+past the hook's timeout.
+
 Host keys: trust on first use. With no key pinned, the key the router presents is
 accepted and offered as :attr:`RouterSession.learned_host_key` for the caller to save;
 with a key pinned, any other key is refused *before* the password is sent
@@ -25,6 +29,7 @@ from typing import Any, Final
 
 import asyncssh
 
+from .budget import Budget
 from .errors import (
     HostKeyChanged,
     MikrotikError,
@@ -35,13 +40,12 @@ from .errors import (
     RouterTimeout,
     RouterUnreachable,
 )
-from .routeros import PERMISSION, Command, router_error, unexpected_output
+from .routeros import PERMISSION, Statement, router_error, unexpected_output
 from .settings import MikrotikSettings
 
 log = logging.getLogger(__name__)
 
 LOGIN_OPTIONS: Final = "ct"  # no colours, no terminal detection (ROUTEROS.md)
-CLOSE_WAIT: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,22 +115,30 @@ class RouterSession:
         target: Target,
         settings: MikrotikSettings,
         learned_host_key: str | None,
+        budget: Budget,
     ) -> None:
         self._conn = conn
         self._sftp: asyncssh.SFTPClient | None = None
         self.target = target
         self.settings = settings
         self.learned_host_key = learned_host_key
+        self.budget = budget
 
     # -- commands --------------------------------------------------------------------
 
-    async def output(self, command: Command, *, limit: float | None = None) -> bytes:
+    async def output(
+        self, command: Statement, *, limit: float | None = None, budgeted: bool = True
+    ) -> bytes:
         """Run ``command`` on its own exec channel and return stdout as sent, unchecked.
 
         The connection dropping mid-command ends the channel without an exit status and
         with the output cut short: that is :class:`RouterConnectionLost`, never a result.
+        ``limit`` (default ``command_timeout``) is cut to what is left of the budget,
+        unless not ``budgeted`` (clean-up after a failure runs in the budget's reserve).
         """
         limit = limit or self.settings.command_timeout
+        if budgeted:
+            limit = self.budget.limit(limit)
         with self._boundary("command", command.label, limit):
             async with asyncio.timeout(limit):
                 result = await self._conn.run(command.text, check=False, encoding=None)
@@ -142,11 +154,12 @@ class RouterSession:
 
     async def run(
         self,
-        command: Command,
+        command: Statement,
         *,
         quiet: bool = True,
         allowed: tuple[str, ...] = (),
         limit: float | None = None,
+        budgeted: bool = True,
     ) -> str:
         """Run ``command``; an error text raises :class:`RouterCommandError`.
 
@@ -154,7 +167,8 @@ class RouterSession:
         the ``allowed`` lines) is an error too. ``limit``: seconds, default
         ``command_timeout``.
         """
-        text = (await self.output(command, limit=limit)).decode("utf-8", errors="replace")
+        raw = await self.output(command, limit=limit, budgeted=budgeted)
+        text = raw.decode("utf-8", errors="replace")
         message = router_error(text)
         if message is None and quiet:
             message = unexpected_output(text, allowed)
@@ -162,7 +176,7 @@ class RouterSession:
             raise self.command_error(command, message)
         return text
 
-    def command_error(self, command: Command, message: str) -> RouterCommandError:
+    def command_error(self, command: Statement, message: str) -> RouterCommandError:
         cls = RouterPermissionDenied if message.startswith(PERMISSION) else RouterCommandError
         hint = (
             ": give the router user the write (and for backups sensitive, ftp) policies"
@@ -181,8 +195,9 @@ class RouterSession:
     async def file_size(self, path: str) -> int | None:
         """Size of a file on the router's flash, or None when it does not exist (yet)."""
         sftp = await self._sftp_client()
-        with self._boundary("sftp", f"stat {path}", self.settings.command_timeout):
-            async with asyncio.timeout(self.settings.command_timeout):
+        limit = self.budget.limit(self.settings.command_timeout)
+        with self._boundary("sftp", f"stat {path}", limit):
+            async with asyncio.timeout(limit):
                 try:
                     attrs = await sftp.stat(path)
                 except asyncssh.SFTPNoSuchFile:
@@ -191,8 +206,9 @@ class RouterSession:
 
     async def read_file(self, path: str) -> bytes:
         sftp = await self._sftp_client()
-        with self._boundary("sftp", f"read {path}", self.settings.command_timeout):
-            async with asyncio.timeout(self.settings.command_timeout):
+        limit = self.budget.limit(self.settings.command_timeout)
+        with self._boundary("sftp", f"read {path}", limit):
+            async with asyncio.timeout(limit):
                 async with sftp.open(path, "rb") as remote:
                     data = await remote.read()
         if not isinstance(data, bytes):  # pragma: no cover - 'rb' always gives bytes
@@ -201,8 +217,9 @@ class RouterSession:
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
         if self._sftp is None:
-            with self._boundary("sftp", "start SFTP", self.settings.command_timeout):
-                async with asyncio.timeout(self.settings.command_timeout):
+            limit = self.budget.limit(self.settings.command_timeout)
+            with self._boundary("sftp", "start SFTP", limit):
+                async with asyncio.timeout(limit):
                     self._sftp = await self._conn.start_sftp_client()
         return self._sftp
 
@@ -213,7 +230,7 @@ class RouterSession:
             self._sftp.exit()
         self._conn.close()
         with suppress(TimeoutError, asyncssh.Error, OSError):
-            async with asyncio.timeout(CLOSE_WAIT):
+            async with asyncio.timeout(self.budget.close):
                 await self._conn.wait_closed()
 
     @contextmanager
@@ -224,11 +241,15 @@ class RouterSession:
             raise translate(exc, self.target, phase, label, limit) from exc
 
 
-async def connect(target: Target, settings: MikrotikSettings) -> RouterSession:
+async def connect(
+    target: Target, settings: MikrotikSettings, budget: Budget | None = None
+) -> RouterSession:
     """Log in to the router (host key checked before the password is sent)."""
+    budget = budget or Budget.unbounded()
     client = _PinningClient(parse_pinned(target))
+    limit = budget.limit(settings.connect_timeout)
     try:
-        async with asyncio.timeout(settings.connect_timeout):
+        async with asyncio.timeout(limit):
             conn = await asyncssh.connect(
                 target.host,
                 target.port,
@@ -246,7 +267,7 @@ async def connect(target: Target, settings: MikrotikSettings) -> RouterSession:
                 host_based_auth=False,
                 public_key_auth=False,
                 preferred_auth="password,keyboard-interactive",
-                login_timeout=settings.connect_timeout,
+                login_timeout=limit,
                 keepalive_interval=0,
             )
     except (asyncssh.Error, OSError, TimeoutError) as exc:
@@ -264,7 +285,7 @@ async def connect(target: Target, settings: MikrotikSettings) -> RouterSession:
                 presented=fingerprint(client.presented),
                 **target.where,
             ) from exc
-        raise translate(exc, target, "connect", "login", settings.connect_timeout) from exc
+        raise translate(exc, target, "connect", "login", limit) from exc
     learned = None
     if client.pinned is None and client.presented is not None:
         learned = openssh_line(client.presented)
@@ -272,12 +293,14 @@ async def connect(target: Target, settings: MikrotikSettings) -> RouterSession:
             "router host key trusted on first use",
             extra={**target.where, "fingerprint": fingerprint(client.presented)},
         )
-    return RouterSession(conn, target, settings, learned)
+    return RouterSession(conn, target, settings, learned, budget)
 
 
 @asynccontextmanager
-async def open_session(target: Target, settings: MikrotikSettings) -> AsyncIterator[RouterSession]:
-    session = await connect(target, settings)
+async def open_session(
+    target: Target, settings: MikrotikSettings, budget: Budget | None = None
+) -> AsyncIterator[RouterSession]:
+    session = await connect(target, settings, budget)
     try:
         yield session
     finally:

@@ -45,3 +45,18 @@ async def test_a_backup_that_never_completes_fails_inside_the_hook_timeout(
     assert [b["kind"] for b in problem["stored"]] == ["export"]
     assert [b["kind"] for b in await world.backups()] == ["export"]
     assert state.files == {}
+
+
+async def test_the_budget_keeps_a_reserve_and_cuts_every_step() -> None:
+    from tests.mikrotik.loaded import budget, settings
+
+    assert settings.hook_timeout("device_backup") == 120  # from the plugin's manifest
+    assert settings.hook_timeout("service_suspend") == 30
+    full = budget.Budget(120)
+    assert (full.total, full.cleanup, full.close) == (110, 5, 5)
+    assert full.limit(90) == 90
+    short = budget.Budget(HOOK_TIMEOUT)
+    assert short.total == pytest.approx(3.2)
+    assert short.limit(90) <= 3.2
+    assert short.limit(0.5) == 0.5
+    assert budget.Budget.unbounded().limit(20) == 20

@@ -113,7 +113,7 @@ async def test_the_app_loads_the_plugin(client: Any, tokens: Tokens) -> None:
     response = await client.get("/plugins/mikrotik", headers=auth(tokens.admin))
     body = await response.get_json()
     assert response.status_code == 200, body
-    assert (body["status"], body["version"]) == ("active", "1.0.0")
+    assert (body["status"], body["version"]) == ("active", "1.1.0")
 
 
 async def test_provision_creates_the_secret_and_pins_the_host_key(
@@ -181,10 +181,11 @@ async def test_injection_through_customer_name_and_password_stays_data(
     assert response.status_code == 200, await response.get_json()
     assert state.reboots == 0
     assert state.variables_read == []
-    assert [s.split(" ", 3)[:3] for s in state.executed] == [
+    assert [s.split(" ", 3)[:3] for s in state.writes] == [
         ["/ppp", "profile", "add"],
         ["/ppp", "secret", "add"],
     ]
+    assert all(s.startswith(("/ppp ", ":if ", ":len ")) for s in state.executed)
     secret = state.secret("alice")
     assert secret.password == password
     assert "/system reboot" in secret.comment

@@ -126,8 +126,12 @@ async def test_injection_attempts_stay_data(
     await provision.provision(session, sub)
     assert state.reboots == 0
     assert state.variables_read == []
-    assert all("reboot" not in s or s.startswith("/ppp ") for s in state.executed)
-    assert len(state.executed) == 2  # profile add, secret add: nothing else ran
+    # profile add, secret add: nothing else changed the router, and nothing else ran
+    assert [w.split(" ", 3)[:3] for w in state.writes] == [
+        ["/ppp", "profile", "add"],
+        ["/ppp", "secret", "add"],
+    ]
+    assert all(s.startswith(("/ppp ", ":if ", ":len ")) for s in state.executed)
     secret = state.secrets[0]
     assert secret.name == sub.username
     assert secret.password == sub.password

@@ -110,8 +110,64 @@ def test_ordinary_output_is_not_an_error() -> None:
     assert routeros.unexpected_output("ok\r\n", allowed=("ok",)) is None
 
 
-def test_already_exists_is_told_apart_from_other_failures() -> None:
-    assert routeros.is_already_exists("failure: secret with the same name already exists")
-    assert routeros.is_already_exists("failure: profile with the same name already exists")
-    assert not routeros.is_already_exists("failure: already have such entry")
-    assert not routeros.is_already_exists("not enough permissions (9)")
+@pytest.mark.parametrize("wording", [False, True])
+def test_upsert_adds_then_updates_in_one_statement_whatever_the_wording(wording: bool) -> None:
+    state = RouterState(item_exists_wording=wording)
+    for rate in ("1M/2M", "3M/4M"):
+        upsert = routeros.Upsert("/ppp profile", 'p"; /system reboot', {"rate-limit": rate})
+        assert "\n" not in upsert.text
+        assert Interpreter(state).run(upsert.text).output == ""
+    assert [(p.name, p.rate_limit) for p in state.profiles if not p.builtin] == [
+        ('p"; /system reboot', "3M/4M")
+    ]
+    assert [w.split(" ", 3)[:3] for w in state.writes] == [
+        ["/ppp", "profile", "add"],
+        ["/ppp", "profile", "set"],
+    ]
+    assert state.reboots == 0
+    assert upsert.label == "/ppp profile add/set"
+
+
+def test_count_and_script_share_one_channel() -> None:
+    state = RouterState()
+    state.add_secret("alice")
+    by_name = routeros.Find({"name": "alice"})
+    script = routeros.Script(
+        (routeros.Count("/ppp secret", by_name), routeros.Command("/ppp secret", "disable",
+                                                                  target=by_name)),
+        "/ppp secret disable",
+    )
+    assert Interpreter(state).run(script.text).output == "1\r\n"
+    assert state.secret("alice").disabled
+    assert script.label == "/ppp secret disable"
+
+
+@pytest.mark.parametrize(
+    ("output", "names"),
+    [
+        # MikroTik manual, File (v7 and v6 captures)
+        (
+            " 0 name=flash type=disk last-modified=2024-11-25 13:12:10 \r\n\r\n"
+            " 1 name=flash/isp-1-x.backup type=backup size=24.1KiB last-modified=2024-11-25 "
+            "13:14:28 \r\n   package-architecture=\"arm\" \r\n\r\n",
+            ["flash", "flash/isp-1-x.backup"],
+        ),
+        (
+            ' 1 name="sample.txt" type=".txt file" size=5 creation-time=oct/11/2010 '
+            "12:15:38 contents=Hello\r\n",
+            ["sample.txt"],
+        ),
+        (' 2 name="with \\"quote\\" \\C3\\A9" type="file"\r\n', ['with "quote" é']),
+        ("", []),
+    ],
+)
+def test_detail_names_reads_v6_and_v7_listings(output: str, names: list[str]) -> None:
+    assert routeros.detail_names(output) == names
+
+
+def test_find_with_a_regular_expression() -> None:
+    find = routeros.Find(matching={"name": "isp-7-abc"})
+    assert find.render() == '[find where name~"isp-7-abc"]'
+    assert routeros.Find({"name": "a"}).render("/file") == '[/file find name="a"]'
+    listing = routeros.Command("/file", "print", flags=("detail",), matching={"name": "x"})
+    assert listing.text == '/file print detail where name~"x"'
