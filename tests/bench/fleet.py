@@ -2,13 +2,16 @@
 
 Run: ``.venv/bin/python tests/bench/fleet.py [--routers N] [--concurrency C] [--rounds R]``.
 
-``N`` RouterOS 7 routers are emulated in this process (``RouterFleet``), then backed up
+``N`` RouterOS 7.17 routers are emulated (``RouterFleet``), then backed up
 
 - ``plugin``: the real path. An SQLite database and local object store in a temporary
   directory, the mikrotik plugin loaded by ``PluginRuntime`` into the application's
   registry, a ``JobRunner`` running ``back_up_device`` for every device (the
-  ``device_backup`` hook: export, checks, ``backup save``, SFTP fetch, ``file remove``),
-  and the core storing both artifacts and recording ``Backup`` rows;
+  ``device_backup`` hook: ``/export show-sensitive`` with its end marker on the same
+  channel and every check, ``backup save`` with the file listed by its unique name on the
+  same channel, SFTP stat and read with the size and header-length checks, ``file
+  remove`` checked by a count), and the core sealing both artifacts (AES-GCM at rest)
+  and recording ``Backup`` rows;
 - ``baseline``: a plain asyncssh loop with the same concurrency doing the same commands
   (``/export``, ``/system backup save``, SFTP read, ``/file remove``) and nothing else
   (no checks, no host key, no database, no storage).
@@ -53,7 +56,7 @@ from isp.plugins import registry  # noqa: E402
 from isp.plugins.runtime import PluginRuntime  # noqa: E402
 from isp.storage import create_object_store  # noqa: E402
 from tests.pgcluster import throwaway_postgres  # noqa: E402
-from tests.routeros import RouterFleet  # noqa: E402
+from tests.routeros import RouterFleet, RouterState  # noqa: E402
 
 PASSWORD = "secret"
 BUCKET = "backups"
@@ -84,7 +87,7 @@ class Fleet:
             self._process.start()
             self.ports, self.host_key = await asyncio.to_thread(self._pipe.recv)
         else:
-            self._local = RouterFleet(self.count)
+            self._local = RouterFleet(self.count, state_factory=router_state)
             await self._local.start()
             self.ports = [router.port for router in self._local]
             self.host_key = self._local[0].host_key.export_public_key().decode().strip()
@@ -105,11 +108,16 @@ class Fleet:
         return int(await asyncio.to_thread(self._pipe.recv))
 
 
+def router_state(index: int) -> RouterState:
+    """A current RouterOS 7 router (two-line backup save output)."""
+    return RouterState(identity=f"router-{index}", version="7.17.2")
+
+
 def serve_fleet(count: int, pipe: Any) -> None:
     """Child process: run ``count`` routers until told to stop."""
 
     async def serve() -> None:
-        async with RouterFleet(count) as fleet:
+        async with RouterFleet(count, state_factory=router_state) as fleet:
             key = fleet[0].host_key.export_public_key().decode().strip()
             pipe.send(([router.port for router in fleet], key))
             while (command := await asyncio.to_thread(pipe.recv)) != "stop":
