@@ -7,8 +7,10 @@
 
 Modules: `syntax` (tokenizer and parser), `state` (configuration, knobs, records), `menus`
 (the command tree), `compiler` (resolving a statement's command and arguments),
-`interpreter` (running statements), `render` (print, export, backup bytes), `sftp`
-(in-memory SFTP), `server` (the SSH server and fleets).
+`interpreter` (running statements, table verbs), `commands` (export, backup save, identity,
+log, `:put`/`:len`/`:if`), `render` (print, export, backup bytes), `sftp` (in-memory SFTP),
+`server` (the SSH server and fleets). Each behaviour taken from real routers names its
+source where it is modelled (`state.RouterState` lists the knobs).
 """
 
 from __future__ import annotations
