@@ -87,21 +87,26 @@ async def test_fleet_job_failure_entry_names_the_step_and_what_was_stored(
     client: Any, tokens: Tokens
 ) -> None:
     headers = auth(tokens.operator)
-    async with RouterFleet(2) as fleet:
-        fleet[1].state.backup_save_error = "invalid file name"
+    await configure(client, tokens, backup_file_wait=1)
+    async with RouterFleet(3) as fleet:
+        fleet[1].state.backup_save_error = "invalid file name"  # 422: the router refused
+        fleet[2].state.backup_write_stalls = True  # 502, which alone would be retried
         ids = [
             await add_device(client, headers, router, f"r{i}", "secret")
             for i, router in enumerate(fleet)
         ]
         response = await client.post("/backups/run", json={"device_ids": ids}, headers=headers)
         job = await wait_for_job(client, headers, (await response.get_json())["job_id"])
-    [failure] = job["failed"]
-    assert failure["device_id"] == ids[1]
-    assert failure["step"] == "binary"
-    assert failure["stored"] == ["export"]
-    assert failure["attempts"] == 1  # the export is safe: not retried
-    kinds = await (await client.get(f"/devices/{ids[1]}/backups", headers=headers)).get_json()
-    assert [b["kind"] for b in kinds["backups"]] == ["export"]
+        assert all(router.state.files == {} for router in fleet)
+    assert sorted(f["device_id"] for f in job["failed"]) == ids[1:]
+    for failure in job["failed"]:
+        assert failure["step"] == "binary"
+        assert failure["stored"] == ["export"]
+        assert failure["attempts"] == 1  # the export is safe: not retried (stored twice)
+    for device_id in ids[1:]:
+        response = await client.get(f"/devices/{device_id}/backups", headers=headers)
+        assert [b["kind"] for b in (await response.get_json())["backups"]] == ["export"]
+    assert fleet[2].state.backups_saved == 1
 
 
 # 2. Exports with #error exporting / #interrupted lines ----------------------------------
