@@ -15,7 +15,9 @@ from quart_schema import QuartSchema
 
 import isp
 from isp import audit, db
+from isp.auth.api import bp as auth_bp
 from isp.auth.roles import ensure_builtin_roles
+from isp.auth.tokens import token_cache
 from isp.config import Settings
 from isp.context import EXTENSION_KEY, Components
 from isp.core.api import bp as core_bp
@@ -23,6 +25,8 @@ from isp.core.events import CORE_EVENTS
 from isp.core.jobs import JobRunner
 from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
+from isp.http_input import IdConverter, ISPRequest, refuse_nul_in_query
+from isp.openapi import ISPOpenAPIProvider
 from isp.plugins import registry
 from isp.plugins.api import bp as plugins_bp
 from isp.plugins.reloader import PluginReloader
@@ -38,7 +42,10 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> Quart:
     app = Quart("isp")
+    app.request_class = ISPRequest
+    app.url_map.converters["int"] = IdConverter
     app.config["MAX_CONTENT_LENGTH"] = settings.plugin_max_upload + 1024 * 1024
+    token_cache.ttl = settings.plugin_sync_interval
     QuartSchema(
         app,
         openapi_path="/openapi.json",
@@ -48,8 +55,10 @@ def create_app(settings: Settings) -> Quart:
         info={"title": "ISP Framework", "version": isp.__version__},
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
+        openapi_provider_class=ISPOpenAPIProvider,
     )
     install_error_handlers(app)
+    app.before_request(refuse_nul_in_query)
     registry.declare_events(CORE_EVENTS)
     registry.configure(default_timeout=settings.hook_timeout)
     parts = Components(
@@ -66,6 +75,7 @@ def create_app(settings: Settings) -> Quart:
     app.extensions["isp.plugins"] = parts.plugins
     app.register_blueprint(health_bp)
     app.register_blueprint(core_bp)
+    app.register_blueprint(auth_bp)
     app.register_blueprint(plugins_bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(plugin_settings_bp)

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 from quart import Quart, Response, request
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from quart_schema.validation import QuerystringValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from isp.errors import ISPError, ValidationFailed
 
@@ -54,10 +55,12 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(exc: RequestSchemaValidationError) -> Response:
         inner = exc.validation_error
+        part = "query" if isinstance(exc, QuerystringValidationError) else "body"
         if isinstance(inner, ValidationError):
-            errors = validation_errors(inner)
+            errors = validation_errors(inner, part)
             where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
-            problem = ValidationFailed(f"invalid request body: {where}", errors=errors)
+            label = "query string" if part == "query" else "request body"
+            problem = ValidationFailed(f"invalid {label}: {where}", errors=errors)
         else:
             problem = ValidationFailed(
                 "the request body is not valid JSON or not an object",
@@ -68,13 +71,17 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        headers = {}
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         return problem_response(
             {
                 "type": f"https://isp-framework.dev/problems/http-{status}",
                 "title": exc.name,
                 "status": status,
                 "detail": exc.description or exc.name,
-            }
+            },
+            headers,
         )
 
     @app.errorhandler(Exception)

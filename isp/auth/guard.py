@@ -1,7 +1,9 @@
 """The guard: ``@require(scope, permission)`` on a route checks the bearer token.
 
-401 when the token is missing or invalid, 403 when it lacks the scope or the user lacks
-the permission. The caller is available as :func:`current_principal` inside the route.
+401 when the token is missing, invalid, expired or revoked, 403 when it lacks the scope or
+the user lacks the permission (an ``admin`` scope also needs the ``admin`` permission, read
+from the database on every such request). The caller is available as
+:func:`current_principal` inside the route.
 """
 
 from __future__ import annotations
@@ -30,9 +32,17 @@ def require(
     def decorate(route: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @wraps(route)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            principal = await _principal_from_request()
+            principal = await _principal_from_request(fresh=scope == "admin")
             if scope not in principal.scopes:
                 raise Forbidden(f"this token lacks the {scope!r} scope", scope=scope)
+            if scope == "admin" and not perms.has_permission(
+                principal.permissions, perms.ADMIN_ACCESS
+            ):
+                raise Forbidden(
+                    f"user {principal.user_name!r} no longer has the {perms.ADMIN_ACCESS!r} "
+                    "permission this admin-scoped token needs",
+                    permission=perms.ADMIN_ACCESS,
+                )
             if permission is not None and not perms.has_permission(
                 principal.permissions, permission
             ):
@@ -50,15 +60,12 @@ def require(
     return decorate
 
 
-async def _principal_from_request() -> Principal:
+async def _principal_from_request(*, fresh: bool = False) -> Principal:
     header = request.headers.get("Authorization", "")
     kind, _, token = header.partition(" ")
     if kind.lower() != "bearer" or not token.strip():
-        raise Unauthorized(
-            "missing bearer token: send 'Authorization: Bearer <token>'",
-            headers_hint="WWW-Authenticate: Bearer",
-        )
-    return await authenticate(token.strip())
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    return await authenticate(token.strip(), fresh=fresh)
 
 
 def current_principal() -> Principal:

@@ -1,13 +1,19 @@
 """The catalogue of events the core emits, and what each hook receives.
 
-Every hook is called as ``hook(obj, db=conn)``: ``obj`` is the domain object, ``conn`` the
-workflow's transaction connection. What a hook writes through ``db`` commits or rolls
-back with the workflow; a hook that raises aborts it.
+Every hook is called as ``hook(obj, db=conn, **extra)``: ``obj`` is the domain object,
+``conn`` the workflow's transaction connection, ``extra`` the event's keyword arguments
+(``changes``: field -> previous value, ``password`` -> None). What a hook writes through
+``db`` commits or rolls back with the workflow; a hook that raises aborts it.
 
 =====================  =======================================================================
 event                  obj
 =====================  =======================================================================
 customer_created       Customer, just inserted
+customer_updated       Customer, changed; ``changes``
+plan_updated           Plan, new rates saved; ``changes``, ``devices`` (the routers with
+                       services on the plan that are not terminated)
+service_update         Service, new plan or password saved, relations loaded (the new
+                       plan); ``changes``
 service_provision      Service (status already ``active`` in the transaction), with
                        ``customer``, ``plan`` and ``device`` loaded
 service_suspend        Service (status ``suspended``), relations loaded
@@ -26,6 +32,9 @@ from __future__ import annotations
 from typing import Final
 
 CUSTOMER_CREATED: Final = "customer_created"
+CUSTOMER_UPDATED: Final = "customer_updated"
+PLAN_UPDATED: Final = "plan_updated"
+SERVICE_UPDATE: Final = "service_update"
 SERVICE_PROVISION: Final = "service_provision"
 SERVICE_SUSPEND: Final = "service_suspend"
 SERVICE_RESUME: Final = "service_resume"
@@ -35,6 +44,9 @@ DEVICE_BACKUP: Final = "device_backup"
 CORE_EVENTS: Final = frozenset(
     {
         CUSTOMER_CREATED,
+        CUSTOMER_UPDATED,
+        PLAN_UPDATED,
+        SERVICE_UPDATE,
         SERVICE_PROVISION,
         SERVICE_SUSPEND,
         SERVICE_RESUME,

@@ -108,6 +108,8 @@ class Service(Model):
 
     class Meta:
         table = "service"
+        # the filters of GET /services, each paged by id
+        indexes = (("customer_id", "id"), ("device_id", "id"), ("plan_id", "id"), ("status", "id"))
 
     def reveal_password(self) -> str:
         """The subscriber's PPPoE password in clear, for the plugin that provisions it."""

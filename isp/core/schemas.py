@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from isp.core.models import BackupKind, JobStatus, ServiceStatus, Vendor
+from isp.http_input import Id
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 # PPPoE logins and plan names end up on router command lines: keep them to a safe alphabet.
@@ -27,11 +28,34 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{3,32}$")]
+Address = Annotated[str, StringConstraints(max_length=500)]
+Mbps = Annotated[int, Field(gt=0, le=100_000)]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+
+
 class CustomerIn(Strict):
     name: Name
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
-    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{3,32}$")] | None = None
-    address: Annotated[str, StringConstraints(max_length=500)] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    address: Address | None = None
+
+
+class CustomerPatch(Strict):
+    """Only the fields sent change; ``null`` clears email, phone or address."""
+
+    name: Name | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    address: Address | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("name cannot be null")
+        return value
 
 
 class CustomerOut(BaseModel):
@@ -45,8 +69,23 @@ class CustomerOut(BaseModel):
 
 class PlanIn(Strict):
     name: PlanName
-    download_mbps: int = Field(gt=0, le=100_000)
-    upload_mbps: int = Field(gt=0, le=100_000)
+    download_mbps: Mbps
+    upload_mbps: Mbps
+
+
+class PlanPatch(Strict):
+    """A plan's rates (``plan_updated`` makes the network follow); the name stays, since
+    routers know the plan by it."""
+
+    download_mbps: Mbps | None = None
+    upload_mbps: Mbps | None = None
+
+    @field_validator("download_mbps", "upload_mbps")
+    @classmethod
+    def _not_null(cls, value: int | None) -> int:
+        if value is None:
+            raise ValueError("a rate cannot be null")
+        return value
 
 
 class PlanOut(BaseModel):
@@ -62,8 +101,32 @@ class DeviceIn(Strict):
     vendor: Vendor
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=22, ge=1, le=65535)
-    username: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    username: Username
     password: Secret
+
+    @field_validator("host")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not HOSTNAME.match(value):
+            raise ValueError("must be a hostname or an IP address")
+        return value
+
+
+class DevicePatch(Strict):
+    """Connection details of a device; the vendor and the pinned host key stay."""
+
+    name: Name | None = None
+    host: str | None = Field(default=None, min_length=1, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: Username | None = None
+    password: Secret | None = None
+
+    @field_validator("name", "host", "port", "username", "password")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
 
     @field_validator("host")
     @classmethod
@@ -92,11 +155,25 @@ class TrustIn(Strict):
 
 
 class ServiceIn(Strict):
-    customer_id: int = Field(gt=0)
-    plan_id: int = Field(gt=0)
-    device_id: int = Field(gt=0)
+    customer_id: Id
+    plan_id: Id
+    device_id: Id
     username: Login
     password: Secret
+
+
+class ServicePatch(Strict):
+    """A service's plan or PPPoE password (``service_update`` makes the router follow)."""
+
+    plan_id: Id | None = None
+    password: Secret | None = None
+
+    @field_validator("plan_id", "password")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
 
 
 class ServiceOut(BaseModel):
@@ -125,11 +202,35 @@ class BackupList(BaseModel):
 
 
 class BackupRunIn(Strict):
-    device_ids: list[int] | None = None
+    device_ids: list[Id] | None = Field(default=None, max_length=100_000)
 
 
 class JobAccepted(BaseModel):
     job_id: UUID
+
+
+class ForcedTerminationOut(ServiceOut):
+    hook_failures: list[dict[str, Any]]
+
+
+class CustomerList(BaseModel):
+    customers: list[CustomerOut]
+    next: int | None
+
+
+class PlanList(BaseModel):
+    plans: list[PlanOut]
+    next: int | None
+
+
+class DeviceList(BaseModel):
+    devices: list[DeviceOut]
+    next: int | None
+
+
+class ServiceList(BaseModel):
+    services: list[ServiceOut]
+    next: int | None
 
 
 class JobOut(BaseModel):
@@ -141,3 +242,8 @@ class JobOut(BaseModel):
     failed: list[dict[str, Any]]
     created_at: datetime
     finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next: UUID | None

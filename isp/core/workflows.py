@@ -25,11 +25,14 @@ from isp.core.status import check_move
 from isp.crypto import SecretBox
 from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
 from isp.plugins import registry
+from isp.plugins.hooks import HookResult
 
 log = logging.getLogger(__name__)
 
 
-async def emit_in_transaction(event: str, obj: Any, conn: BaseDBAsyncClient) -> None:
+async def emit_in_transaction(
+    event: str, obj: Any, conn: BaseDBAsyncClient, **extra: Any
+) -> list[HookResult]:
     """Emit ``event`` inside the workflow's transaction and make sure it can still commit.
 
     A non-critical hook may fail after a statement of its own failed: on PostgreSQL that
@@ -37,10 +40,10 @@ async def emit_in_transaction(event: str, obj: Any, conn: BaseDBAsyncClient) -> 
     reports success. A one-statement probe finds out, and the workflow fails instead,
     naming the hook.
     """
-    results = await registry.emit(event, obj, db=conn)
+    results = await registry.emit(event, obj, db=conn, **extra)
     failed = [result for result in results if result.error is not None]
     if not failed:
-        return
+        return results
     try:
         await conn.execute_query("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot commit"
@@ -53,6 +56,7 @@ async def emit_in_transaction(event: str, obj: Any, conn: BaseDBAsyncClient) -> 
             hook=first.hook,
             event=event,
         ) from exc
+    return results
 
 
 async def create_customer(data: CustomerIn) -> Customer:

@@ -1,0 +1,149 @@
+"""The OpenAPI document: quart-schema's, completed with what it cannot see.
+
+quart-schema describes bodies and success responses it validates. This provider adds,
+for every operation, the problem+json answers it can give (401/403 from the guard, 404
+for path ids, 400/415/422 for JSON bodies, 422 for query strings, plus what
+:func:`document` declares), a success response where the route validates none, and the
+id bounds of path parameters. :func:`document` carries what a route knows about itself
+(query parameters, multipart bodies, extra statuses) to the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from quart_schema import OpenAPIProvider
+from werkzeug.routing import BaseConverter, IntegerConverter, Rule
+
+from isp.http_input import MAX_ID
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ATTRIBUTE: Final = "__isp_openapi__"
+PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
+PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"loc": {"type": "array"}, "msg": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+REASONS: Final = {
+    400: "malformed request (body not JSON, not UTF-8, empty, nested too deep)",
+    401: "missing, invalid, expired or revoked token",
+    403: "the token lacks the scope or its user the permission",
+    404: "no such record",
+    409: "refused: the record's state or what depends on it is in the way",
+    413: "the upload is too large",
+    415: "the body is not application/json",
+    422: "invalid input: `errors` names each field",
+    502: "a plugin hook crashed",
+    503: "the database or the object store does not answer",
+    504: "a plugin hook timed out",
+}
+JSON_OBJECT: Final = {"application/json": {"schema": {"type": "object"}}}
+
+
+def query_param(
+    name: str, schema: dict[str, Any], description: str = "", required: bool = False
+) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": required, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
+ID_SCHEMA: Final = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+FLAG_SCHEMA: Final = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]}
+
+
+def document(
+    *,
+    statuses: tuple[int, ...] = (),
+    query: tuple[dict[str, Any], ...] = (),
+    body: dict[str, Any] | None = None,
+    responses: dict[int, dict[str, Any]] | None = None,
+) -> Callable[[F], F]:
+    """Declare what the document cannot infer: error ``statuses``, ``query`` parameters,
+    a non-JSON request ``body``, success ``responses`` without a validated model."""
+
+    def decorate(func: F) -> F:
+        setattr(
+            func,
+            ATTRIBUTE,
+            {"statuses": statuses, "query": query, "body": body, "responses": responses or {}},
+        )
+        return func
+
+    return decorate
+
+
+class ISPOpenAPIProvider(OpenAPIProvider):
+    def schema(self) -> dict[str, Any]:
+        document_ = super().schema()
+        document_["components"]["schemas"]["Problem"] = PROBLEM_SCHEMA
+        return document_
+
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        parameter = super().build_path_parameter(name, converter)
+        if isinstance(converter, IntegerConverter):
+            parameter["schema"] = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+        return parameter
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        func = self._app.view_functions[rule.endpoint]
+        extra: dict[str, Any] = getattr(func, ATTRIBUTE, None) or {}
+        for operations in paths.values():
+            for method, operation in list(operations.items()):
+                operations[method] = _complete(dict(operation), func, rule, extra)
+        return paths, components
+
+
+def _complete(
+    operation: dict[str, Any], func: Callable[..., Any], rule: Rule, extra: dict[str, Any]
+) -> dict[str, Any]:
+    responses = dict(operation.get("responses") or {})
+    parameters = list(operation.get("parameters") or []) + list(extra.get("query", ()))
+    operation["parameters"] = parameters
+    if extra.get("body") is not None:
+        operation["requestBody"] = extra["body"]
+    for status, response in (extra.get("responses") or {}).items():
+        responses[status] = response
+    if not any(200 <= int(code) < 300 for code in responses):
+        responses[200] = {"description": "OK", "content": JSON_OBJECT}
+    statuses: set[int] = set(extra.get("statuses", ()))
+    if getattr(func, "__isp_scope__", None) is not None:
+        statuses |= {401, 403}
+    if rule.arguments:
+        statuses.add(404)
+    if "requestBody" in operation:
+        statuses |= {400, 422}
+        if extra.get("body") is None:
+            statuses.add(415)
+    if any(p.get("in") == "query" for p in parameters):
+        statuses.add(422)
+    for status in sorted(statuses):
+        responses.setdefault(
+            status,
+            {
+                "description": REASONS.get(status, "error"),
+                "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+            },
+        )
+    operation["responses"] = {str(code): value for code, value in responses.items()}
+    if "security" not in operation and getattr(func, "__isp_scope__", None) is None:
+        operation["security"] = []
+    return operation
