@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from quart import Blueprint, request
+from quart import Blueprint
 from quart_schema import tag
 from tortoise import fields
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
 from isp.auth.guard import require
-from isp.errors import ValidationFailed
+from isp.http_input import query_id
+from isp.openapi import ID_SCHEMA, document, query_param
 
 AUDIT_PAGE: Final = 100
 
@@ -53,17 +54,13 @@ bp = Blueprint("audit", __name__)
 @bp.get("/audit")
 @tag(["audit"])
 @require("admin")
+@document(query=(query_param("before", ID_SCHEMA, "older entries than this id"),))
 async def list_audit() -> dict[str, Any]:
     """Administrative changes, newest first (``?before=<id>`` pages back)."""
     query = AuditEntry.all().order_by("-id").limit(AUDIT_PAGE)
-    before = request.args.get("before")
+    before = query_id("before")
     if before is not None:
-        if not before.isdigit():
-            raise ValidationFailed(
-                "query parameter 'before' must be an entry id",
-                errors=[{"loc": ["query", "before"], "msg": "must be an integer"}],
-            )
-        query = query.filter(id__lt=int(before))
+        query = query.filter(id__lt=before)
     entries = await query
     return {
         "entries": [

@@ -39,12 +39,35 @@ class UnsupportedMediaType(ISPError):
     type_slug = "unsupported-media-type"
 
 
-class IdConverter(IntegerConverter):
-    """``<int:...>`` path segments: ids beyond the database's integer match no route (404)."""
+class UnknownId(int):
+    """A path id beyond :data:`MAX_ID`: no record has it. It queries as 0 (which matches
+    nothing on either database) and prints as the digits sent, so the 404 names them."""
 
-    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002
-        kwargs.setdefault("max", MAX_ID)
-        super().__init__(map, *args, **kwargs)
+    text: str
+
+    def __new__(cls, text: str) -> UnknownId:
+        value = super().__new__(cls, 0)
+        value.text = text
+        return value
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(self.text, spec)
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` path segments. An id beyond the database's integer still matches its
+    route (refusing the match would turn a 404 into a 405 for the route's other methods)
+    and becomes an :class:`UnknownId`, which the route answers with 404."""
+
+    def to_python(self, value: str) -> int:
+        if len(value) > 10 or int(value) > MAX_ID:
+            return UnknownId(value)
+        return int(value)
 
 
 class ISPRequest(Request):
