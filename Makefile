@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+PORT ?= 8000
 STAMP = $(VENV)/.installed-stamp
 
 .PHONY: run test lint typecheck unit postgres bench clean
@@ -13,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-## Serve on http://127.0.0.1:8000 with SQLite and a local object store under ./data
+## Serve on http://127.0.0.1:8000 (PORT=P: another port) with SQLite and ./data
 run: $(STAMP)
-	$(BIN)/isp serve --host 127.0.0.1 --port 8000
+	$(BIN)/isp serve --host 127.0.0.1 --port $(PORT)
 
 ## Lint, type-check and run the whole suite on SQLite and PostgreSQL
 test: $(STAMP) postgres lint typecheck unit

@@ -26,7 +26,7 @@ from isp.core.jobs import JobRunner
 from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
 from isp.http_input import IdConverter, ISPRequest, refuse_nul_in_query
-from isp.openapi import ISPOpenAPIProvider
+from isp.openapi import PLUGIN_ROUTE_DOCS, ISPOpenAPIProvider, annotate
 from isp.plugins import registry
 from isp.plugins.api import bp as plugins_bp
 from isp.plugins.reloader import PluginReloader
@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> Quart:
     app.register_blueprint(plugins_bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(plugin_settings_bp)
+    annotate(app, PLUGIN_ROUTE_DOCS)
     app.extensions["isp.plugin_service"] = PluginService(settings, parts.plugins, parts.store)
     sync = PluginSync(settings, parts.plugins, parts.store)
     reloader = PluginReloader(parts.plugins, settings.plugins_dir)

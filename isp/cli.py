@@ -7,9 +7,11 @@ non-zero with a one-line message on a known error (no traceback for operator mis
 from __future__ import annotations
 
 import asyncio
+import errno
 import getpass
 import io
 import logging
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -65,6 +67,7 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
     """Apply pending migrations, then serve with Hypercorn."""
+    listener = _listen(host, port)  # before anything slow: a taken port fails at once
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -74,7 +77,7 @@ def serve(host: str, port: int) -> None:
     configure_logging(settings.log_level)
     app = create_app(settings)
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"fd://{listener.fileno()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our JSON handler, once
     config.graceful_timeout = 5.0
@@ -84,6 +87,28 @@ def serve(host: str, port: int) -> None:
         raise click.ClickException(exc.detail) from exc
     except KeyboardInterrupt:
         pass
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound listening socket Hypercorn will serve on, or a one-line error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(1024)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"port {port} on {host} is in use: stop what serves there or pick another "
+                "with --port (make run PORT=...)"
+            ) from exc
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+    listener.set_inheritable(True)
+    return listener
 
 
 @main.command()

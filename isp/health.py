@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 from quart import Blueprint
-from quart_schema import hide
 from tortoise.connection import get_connection
 
 from isp.context import components
 from isp.errors import DatabaseUnavailable, ISPError, StorageError
+from isp.openapi import document
 
 bp = Blueprint("health", __name__)
 
@@ -18,14 +18,13 @@ PROBE_TIMEOUT = 5.0
 
 
 @bp.get("/healthz")
-@hide
 async def healthz() -> dict[str, Any]:
     """The process is up (no dependency is checked)."""
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
-@hide
+@document(statuses=(503,))
 async def readyz() -> dict[str, Any]:
     """200 when the database and the object store answer, else 503 problem+json."""
     try:

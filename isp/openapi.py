@@ -130,9 +130,9 @@ def _complete(
     if rule.arguments:
         statuses.add(404)
     if "requestBody" in operation:
-        statuses |= {400, 422}
+        statuses.add(422)
         if extra.get("body") is None:
-            statuses.add(415)
+            statuses |= {400, 415}
     if any(p.get("in") == "query" for p in parameters):
         statuses.add(422)
     for status in sorted(statuses):
@@ -147,3 +147,55 @@ def _complete(
     if "security" not in operation and getattr(func, "__isp_scope__", None) is None:
         operation["security"] = []
     return operation
+
+
+def annotate(app: Any, docs: dict[str, dict[str, Any]]) -> None:
+    """Apply :func:`document` to routes by endpoint name (routes defined elsewhere)."""
+    for endpoint, values in docs.items():
+        document(**values)(app.view_functions[endpoint])
+
+
+ZIP_UPLOAD: Final = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+}
+SETTINGS_BODY: Final = {
+    "required": True,
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+PLUGIN_ROUTE_DOCS: Final[dict[str, dict[str, Any]]] = {
+    "plugins.upload_plugin": {
+        "statuses": (400, 409, 413, 422, 503),
+        "body": ZIP_UPLOAD,
+        "query": (
+            query_param("force", FLAG_SCHEMA, "allow an older version"),
+            query_param("grant", {"type": "string"}, "permissions granted: network,secrets"),
+        ),
+        "responses": {
+            200: {"description": "upgraded, or the same zip again", "content": JSON_OBJECT},
+            201: {"description": "installed", "content": JSON_OBJECT},
+        },
+    },
+    "plugins.enable_plugin": {"statuses": (409, 422)},
+    "plugins.disable_plugin": {
+        "statuses": (409, 422),
+        "query": (query_param("cascade", FLAG_SCHEMA, "disable dependants first"),),
+    },
+    "plugins.uninstall_plugin": {
+        "statuses": (409, 422, 503),
+        "query": (
+            query_param("purge", FLAG_SCHEMA, "drop the plugin's data and settings"),
+            query_param("cascade", FLAG_SCHEMA, "uninstall dependants first"),
+        ),
+        "responses": {204: {"description": "uninstalled"}},
+    },
+    "plugin_settings.put_settings": {"statuses": (409, 422), "body": SETTINGS_BODY},
+}

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from quart import Quart, Response, request
 from quart_schema import RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError
+from tortoise.exceptions import ValidationError as FieldValueError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from isp.errors import ISPError, ValidationFailed
@@ -67,6 +68,16 @@ def install_error_handlers(app: Quart) -> None:
                 errors=[{"loc": ["body"], "msg": str(inner) or "malformed body"}],
             )
         return problem_response(problem.to_problem())
+
+    @app.errorhandler(FieldValueError)
+    async def _field_error(exc: FieldValueError) -> Response:
+        # a value the request models let through but a column refuses: still the input
+        log.warning("a value passed request validation but not the model's", exc_info=exc)
+        return problem_response(
+            ValidationFailed(
+                f"invalid value: {exc}", errors=[{"loc": ["body"], "msg": str(exc)}]
+            ).to_problem()
+        )
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:

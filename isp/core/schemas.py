@@ -96,8 +96,11 @@ class PlanOut(BaseModel):
     created_at: datetime
 
 
+DeviceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
 class DeviceIn(Strict):
-    name: Name
+    name: DeviceName
     vendor: Vendor
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=22, ge=1, le=65535)
@@ -115,7 +118,7 @@ class DeviceIn(Strict):
 class DevicePatch(Strict):
     """Connection details of a device; the vendor and the pinned host key stay."""
 
-    name: Name | None = None
+    name: DeviceName | None = None
     host: str | None = Field(default=None, min_length=1, max_length=253)
     port: int | None = Field(default=None, ge=1, le=65535)
     username: Username | None = None
