@@ -342,6 +342,19 @@ def user_add(name: str, roles: tuple[str, ...]) -> None:
     click.echo(f"user {created.name} created")
 
 
+@user.command("list")
+def user_list() -> None:
+    """Every user with their roles."""
+    from isp.auth.models import User
+
+    async def work() -> list[Any]:
+        return list(await User.all().prefetch_related("roles").order_by("id"))
+
+    for found in _run(_settings(), work):
+        roles = ", ".join(sorted(r.name for r in found.roles)) or "-"
+        click.echo(f"{found.name:<24} {roles:<32} {_when(found.created_at)}")
+
+
 @main.group()
 def token() -> None:
     """Manage API tokens."""
@@ -350,13 +363,69 @@ def token() -> None:
 @token.command("issue")
 @click.argument("name")
 @click.option("--scope", "scopes", multiple=True, help="read, write or admin (repeatable).")
-def token_issue(name: str, scopes: tuple[str, ...]) -> None:
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="The token stops working after N days.",
+)
+def token_issue(name: str, scopes: tuple[str, ...], expires_in_days: int | None) -> None:
     """Issue a token for user NAME; the token alone is the last line of stdout."""
     from isp.auth.tokens import issue_token
 
     async def work() -> str:
-        return await issue_token(name, list(scopes))
+        return await issue_token(name, list(scopes), expires_in_days)
 
     issued = _run(_settings(), work)
-    click.echo(f"token for {name} (scopes: {', '.join(scopes) or 'read, write'}); shown once:")
+    until = f", expires in {expires_in_days} days" if expires_in_days else ""
+    click.echo(
+        f"token for {name} (scopes: {', '.join(scopes) or 'read, write'}{until}); shown once:"
+    )
     click.echo(issued)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+@token.command("list")
+@click.option("--user", "user_name", default=None, help="Only this user's tokens.")
+def token_list(user_name: str | None) -> None:
+    """Every token: prefix, user, scopes, created, expires, revoked, last used."""
+    from isp.auth.models import ApiToken
+
+    async def work() -> list[Any]:
+        query = ApiToken.all().select_related("user").order_by("id")
+        if user_name is not None:
+            query = query.filter(user__name=user_name)
+        return list(await query)
+
+    rows = _run(_settings(), work)
+    click.echo(
+        f"{'prefix':<10} {'user':<16} {'scopes':<18} {'created':<16} {'expires':<16} "
+        f"{'revoked':<16} last used"
+    )
+    for t in rows:
+        click.echo(
+            f"{t.prefix:<10} {t.user.name:<16} {','.join(t.scopes):<18} "
+            f"{_when(t.created_at):<16} {_when(t.expires_at):<16} {_when(t.revoked_at):<16} "
+            f"{_when(t.last_used_at)}"
+        )
+
+
+@token.command("revoke")
+@click.argument("prefix")
+def token_revoke(prefix: str) -> None:
+    """Revoke the token with PREFIX; running instances refuse it within
+    ISP_PLUGIN_SYNC_INTERVAL."""
+    from isp.auth.models import ApiToken
+    from isp.auth.tokens import revoke_tokens
+
+    async def work() -> tuple[bool, int]:
+        exists = await ApiToken.exists(prefix=prefix)
+        return exists, await revoke_tokens(prefix, None) if exists else 0
+
+    exists, count = _run(_settings(), work)
+    if not exists:
+        raise click.ClickException(f"no token with prefix {prefix!r} (see 'isp token list')")
+    click.echo(f"revoked token {prefix}" if count else f"token {prefix} was already revoked")
