@@ -16,7 +16,8 @@ plugin depends on ``isp.plugins`` alone.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -57,6 +58,7 @@ class PlanLike(Protocol):
 class ServiceLike(Protocol):
     id: int
     username: str
+    status: Any
     customer: Any
     plan: Any
     device: Any
@@ -136,6 +138,48 @@ async def service_terminate(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
         async with session(service.device, db, "service_terminate") as router:
             await provision.terminate(router, service.username)
+
+
+ON_ROUTER = frozenset({"active", "suspended"})  # statuses whose secret is on the router
+
+
+@registry.hook("plan_updated")
+async def plan_updated(
+    plan: PlanLike,
+    db: Any = None,
+    changes: Mapping[str, Any] | None = None,
+    devices: Iterable[DeviceLike] = (),
+) -> None:
+    """A plan's new rates on its profile, on every MikroTik router with live services on
+    it (all at once); the first router that refuses fails the hook."""
+    if not {"download_mbps", "upload_mbps"} & set(changes or {}):
+        return
+    rate = f"{plan.upload_mbps}M/{plan.download_mbps}M"
+
+    async def one(device: DeviceLike) -> None:
+        async with session(device, db, "plan_updated") as router:
+            await provision.set_profile_rate(router, plan.name, rate)
+
+    outcomes = await asyncio.gather(
+        *(one(d) for d in devices if handles(d)), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+@registry.hook("service_update")
+async def service_update(
+    service: ServiceLike, db: Any = None, changes: Mapping[str, Any] | None = None
+) -> None:
+    """A new password or plan on the subscriber's secret; a new plan also ends the live
+    session. A service not on the router (pending, terminated) needs nothing."""
+    status = str(getattr(service.status, "value", service.status))
+    if not handles(service.device) or status not in ON_ROUTER:
+        return
+    sub = subscriber(service)
+    async with session(service.device, db, "service_update") as router:
+        await provision.update_secret(router, sub, plan_changed="plan_id" in (changes or {}))
 
 
 @registry.hook("device_backup")

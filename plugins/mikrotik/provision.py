@@ -143,6 +143,35 @@ async def terminate(router: RouterSession, username: str) -> None:
     await kick(router, username)
 
 
+async def set_profile_rate(router: RouterSession, plan: str, rate_limit: str) -> bool:
+    """A plan's new rate on the profile of that name; False when this router has none."""
+    command = Command("/ppp profile", "set", {"rate-limit": rate_limit}, target=_by_name(plan))
+    return await _counted(router, command)
+
+
+async def update_secret(router: RouterSession, sub: Subscriber, *, plan_changed: bool) -> None:
+    """The secret takes the service's current password and plan (its disabled state
+    stays: a suspended subscriber stays suspended). A new plan's profile is made sure of
+    first, and the live session ends so the new rate applies at the next login."""
+    if plan_changed:
+        await ensure_profile(router, sub)
+    values = {"password": sub.password, "profile": sub.plan}
+    if not await _counted(
+        router, Command("/ppp secret", "set", values, target=_by_name(sub.username))
+    ):
+        where = router.target
+        raise SubscriberMissing(
+            f"subscriber {sub.username!r} is not on router {where.host} (device "
+            f"{where.device_id}): no PPP secret of that name to change. Provision the "
+            "service again, or fix the secret on the router, then change it",
+            subscriber=sub.username,
+            **where.where,
+        )
+    if plan_changed:
+        await kick(router, sub.username)
+    log.info("subscriber updated", extra={**router.target.where, "service_id": sub.service_id})
+
+
 async def kick(router: RouterSession, username: str) -> None:
     await router.run(Command("/ppp active", "remove", target=_by_name(username)))
 

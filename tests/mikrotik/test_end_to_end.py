@@ -113,7 +113,7 @@ async def test_the_app_loads_the_plugin(client: Any, tokens: Tokens) -> None:
     response = await client.get("/plugins/mikrotik", headers=auth(tokens.admin))
     body = await response.get_json()
     assert response.status_code == 200, body
-    assert (body["status"], body["version"]) == ("active", "1.1.0")
+    assert (body["status"], body["version"]) == ("active", "1.2.0")
 
 
 async def test_provision_creates_the_secret_and_pins_the_host_key(
@@ -353,3 +353,102 @@ async def test_fleet_backup_job_backs_up_every_router(client: Any, tokens: Token
     assert (job["total"], job["done"]) == (6, 6)
     assert [f["device_id"] for f in job["failed"]] == [ids[5]]
     assert all(router.state.files == {} for router in fleet)
+
+
+async def test_plan_change_sets_the_profile_rate_on_the_router(
+    world: World, state: RouterState
+) -> None:
+    assert (await world.move("provision")).status_code == 200
+    plan_id = (await world.service())["plan_id"]
+    response = await world.client.patch(
+        f"/plans/{plan_id}", json={"download_mbps": 200, "upload_mbps": 40}, headers=world.headers
+    )
+    assert response.status_code == 200, await response.get_json()
+    assert state.profile("home-50").rate_limit == "40M/200M"
+
+
+async def test_refused_plan_change_leaves_the_plan_unchanged(
+    world: World, state: RouterState
+) -> None:
+    assert (await world.move("provision")).status_code == 200
+    plan_id = (await world.service())["plan_id"]
+    state.fail_next("failure: not enough permissions (9)", match="profile set")
+    response = await world.client.patch(
+        f"/plans/{plan_id}", json={"download_mbps": 200}, headers=world.headers
+    )
+    problem = await response.get_json()
+    assert response.status_code == 422, problem
+    assert (problem["plugin"], problem["hook"]) == ("mikrotik", "plan_updated")
+    plan = await (await world.client.get(f"/plans/{plan_id}", headers=world.headers)).get_json()
+    assert plan["download_mbps"] == 50
+    assert state.profile("home-50").rate_limit == "10M/50M"
+
+
+async def test_service_password_and_plan_change_follow_on_the_router(
+    world: World, state: RouterState
+) -> None:
+    assert (await world.move("provision")).status_code == 200
+    state.add_active("alice", "10.0.0.2")
+    changed = await world.client.patch(
+        f"/services/{world.service_id}", json={"password": "new-pw-1"}, headers=world.headers
+    )
+    assert changed.status_code == 200, await changed.get_json()
+    assert state.secret("alice").password == "new-pw-1"
+    assert [a.name for a in state.active] == ["alice"]  # a password alone keeps the session
+    plan = {"name": "home-200", "download_mbps": 200, "upload_mbps": 50}
+    new_plan = (await created(await world.client.post("/plans", json=plan, headers=world.headers)))[
+        "id"
+    ]
+    moved = await world.client.patch(
+        f"/services/{world.service_id}", json={"plan_id": new_plan}, headers=world.headers
+    )
+    assert moved.status_code == 200, await moved.get_json()
+    assert state.secret("alice").profile == "home-200"
+    assert state.profile("home-200").rate_limit == "50M/200M"
+    assert state.active == []  # kicked: the new rate applies at the next login
+
+
+async def test_suspended_service_stays_disabled_after_a_plan_change(
+    world: World, state: RouterState
+) -> None:
+    assert (await world.move("provision")).status_code == 200
+    assert (await world.move("suspend")).status_code == 200
+    plan = {"name": "home-200", "download_mbps": 200, "upload_mbps": 50}
+    new_plan = (await created(await world.client.post("/plans", json=plan, headers=world.headers)))[
+        "id"
+    ]
+    moved = await world.client.patch(
+        f"/services/{world.service_id}", json={"plan_id": new_plan}, headers=world.headers
+    )
+    assert moved.status_code == 200, await moved.get_json()
+    assert state.secret("alice").disabled
+    assert state.secret("alice").profile == "home-200"
+
+
+async def test_refused_service_change_leaves_the_service_unchanged(
+    world: World, state: RouterState
+) -> None:
+    assert (await world.move("provision")).status_code == 200
+    state.fail_next("failure: not enough permissions (9)", match="secret set")
+    response = await world.client.patch(
+        f"/services/{world.service_id}", json={"password": "new-pw-1"}, headers=world.headers
+    )
+    problem = await response.get_json()
+    assert response.status_code == 422, problem
+    assert (problem["plugin"], problem["hook"]) == ("mikrotik", "service_update")
+    assert "new-pw-1" not in str(problem)
+    assert state.secret("alice").password == "pppoe-pw"
+    from isp.core.models import Service
+
+    stored = await Service.get(id=world.service_id)
+    assert stored.reveal_password() == "pppoe-pw"
+
+
+async def test_pending_service_change_does_not_touch_the_router(
+    world: World, state: RouterState
+) -> None:
+    response = await world.client.patch(
+        f"/services/{world.service_id}", json={"password": "new-pw-1"}, headers=world.headers
+    )
+    assert response.status_code == 200
+    assert state.logins == []

@@ -59,10 +59,12 @@ def test_manifest_declares_every_hook_with_its_timeout() -> None:
         "service_suspend": 30,
         "service_resume": 30,
         "service_terminate": 30,
+        "plan_updated": 30,
+        "service_update": 30,
         "device_backup": 120,
     }
     assert {entry.event for entry in entries} == set(timeouts)
-    assert (manifest.name, manifest.version) == ("mikrotik", "1.1.0")
+    assert (manifest.name, manifest.version) == ("mikrotik", "1.2.0")
 
 
 async def test_other_vendors_are_left_alone() -> None:
