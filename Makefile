@@ -43,7 +43,11 @@ postgres:
 
 ## Benchmarks (not part of the test suite)
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = "0" ]; then apt-get install -y -qq wrk >/dev/null; \
+		else sudo apt-get install -y -qq wrk >/dev/null; fi; }
 	$(BIN)/python tests/bench/dispatch.py
+	$(BIN)/python tests/bench/http.py
+	$(BIN)/python tests/bench/lists.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
