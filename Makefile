@@ -46,7 +46,7 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = "0" ]; then apt-get install -y -qq wrk >/dev/null; \
 		else sudo apt-get install -y -qq wrk >/dev/null; fi; }
 	$(BIN)/python tests/bench/dispatch.py
-	$(BIN)/python tests/bench/http.py
+	$(BIN)/python tests/bench/http.py --postgres
 	$(BIN)/python tests/bench/lists.py
 
 clean:

@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python tests/bench/http.py [--seconds N] [--connections C]``. Both run on
 Hypercorn, one worker each, started here as separate processes; ``wrk`` (Debian's
 package) loads each in turn with 20 connections, alternating twice so drift hits both
-alike. The service runs on SQLite with a token issued by ``isp token issue``. It prints
-requests per second of each and the ratio; the goal is at least 0.6x.
+alike. The service runs on SQLite (``--postgres``: also on a throw-away PostgreSQL
+cluster, or ``ISP_TEST_POSTGRES_URL``) with a token issued by ``isp token issue``. It
+prints requests per second of each and the ratio; the goal is at least 0.6x.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from os.path import dirname, realpath
 
 # This folder holds http.py, which would shadow the standard library's http package.
 if sys.path and realpath(sys.path[0]) == dirname(realpath(__file__)):
-    sys.path.pop(0)
+    sys.path[0] = dirname(dirname(dirname(realpath(__file__))))  # the repository
 
 import argparse
 import os
@@ -75,15 +76,43 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk (make bench does it)")
+    print("SQLite")
+    measure(args, None)
+    if args.postgres:
+        import asyncio
+        import uuid
+
+        import asyncpg
+
+        from tests.pgcluster import throwaway_postgres
+
+        async def create(admin_url: str) -> str:
+            name = f"isp_bench_{uuid.uuid4().hex[:8]}"
+            admin = await asyncpg.connect(admin_url)
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            await admin.close()
+            return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+        configured = os.environ.get("ISP_TEST_POSTGRES_URL")
+        print("PostgreSQL")
+        if configured:
+            measure(args, asyncio.run(create(configured)))
+        else:
+            with throwaway_postgres() as url:
+                measure(args, asyncio.run(create(url)))
+
+
+def measure(args: argparse.Namespace, database_url: str | None) -> None:
     root = Path(tempfile.mkdtemp(prefix="isp-bench-http-"))
     (root / "plugins").mkdir()
     (root / "hello_app.py").write_text(HELLO)
     env = {
         **os.environ,
-        "ISP_DATABASE_URL": f"sqlite://{root / 'isp.sqlite3'}",
+        "ISP_DATABASE_URL": database_url or f"sqlite://{root / 'isp.sqlite3'}",
         "ISP_DATA_DIR": str(root / "data"),
         "ISP_PLUGINS_DIR": str(root / "plugins"),
         "ISP_SECRET_KEY": SECRET,
@@ -131,16 +160,22 @@ def main() -> None:
         wait_up(customer, headers)
         wrk(hello, 2, args.connections, None)  # warm-up
         wrk(customer, 2, args.connections, token)
-        rounds: dict[str, list[float]] = {"hello": [], "customer": []}
+        rounds: dict[str, list[float]] = {"hello": [], "customer": [], "healthz": []}
         for _ in range(2):
             rounds["hello"].append(wrk(hello, args.seconds, args.connections, None))
             rounds["customer"].append(wrk(customer, args.seconds, args.connections, token))
+            rounds["healthz"].append(
+                wrk(f"{service}/healthz", args.seconds, args.connections, None)
+            )
         hello_rps = sum(rounds["hello"]) / len(rounds["hello"])
         customer_rps = sum(rounds["customer"]) / len(rounds["customer"])
         print(f"wrk, {args.connections} connections, {args.seconds} s x 2 rounds each")
         print(f"Quart hello-world          {hello_rps:9.0f} req/s  {rounds['hello']}")
         print(f"GET /customers/{{id}} (auth) {customer_rps:9.0f} req/s  {rounds['customer']}")
-        print(f"ratio {customer_rps / hello_rps:.2f}x (goal >= 0.60x)")
+        healthz_rps = sum(rounds["healthz"]) / len(rounds["healthz"])
+        print(f"GET /healthz (no auth, no DB) {healthz_rps:7.0f} req/s  {rounds['healthz']}")
+        print(f"ratio {customer_rps / hello_rps:.2f}x (goal >= 0.60x); /healthz "
+              f"{healthz_rps / hello_rps:.2f}x")  # fmt: skip
     finally:
         for process in processes:
             process.terminate()
