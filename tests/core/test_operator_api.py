@@ -323,11 +323,10 @@ async def test_force_terminate_ends_a_service_whose_router_is_gone(
     assert forced.status_code == 200, await forced.get_data(as_text=True)
     body = await forced.get_json()
     assert body["status"] == "terminated"
-    assert (
-        body["hook_failures"]
-        == [{"plugin": "gone", "hook": "terminate", "reason": "router 192.0.2.1 is gone"}]
-        or body["hook_failures"][0]["reason"] == "router 192.0.2.1 is gone"
-    )
+    assert [(f["plugin"], f["reason"]) for f in body["hook_failures"]] == [
+        ("gone", "router 192.0.2.1 is gone")
+    ]
+    assert body["hook_failures"][0]["hook"]
     assert await Customer.filter(name="written-by-hook").count() == 0
     audit = await (await client.get("/audit", headers=auth(tokens.admin))).get_json()
     entry = next(e for e in audit["entries"] if e["action"] == "service_force_terminate")
