@@ -347,3 +347,14 @@ async def test_force_terminate_without_failures_is_a_plain_termination(
     )
     assert forced.status_code == 200
     assert (await forced.get_json())["hook_failures"] == []
+
+
+async def test_terminated_service_cannot_change(client: Client, tokens: Tokens) -> None:
+    ids = await create_records(client, tokens.operator)
+    op = auth(tokens.operator)
+    await client.post(f"/services/{ids['service_id']}/terminate", headers=op)
+    refused = await client.patch(
+        f"/services/{ids['service_id']}", json={"password": "another-pw"}, headers=op
+    )
+    assert refused.status_code == 409
+    assert "terminated" in (await refused.get_json())["detail"]
