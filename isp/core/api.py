@@ -56,7 +56,7 @@ from isp.core.schemas import (
 from isp.errors import Forbidden, ISPError, NotFound, ValidationFailed
 from isp.http_input import flag, query_id
 from isp.openapi import FLAG_SCHEMA, ID_SCHEMA, document, query_param
-from isp.pages import PAGE_PARAMS, fetch_page, limit_arg, page_args, text_arg
+from isp.pages import PAGE_PARAMS, fetch_page, limit_arg, page_args, search, text_arg
 
 bp = Blueprint("core", __name__)
 
@@ -363,7 +363,7 @@ async def list_customers() -> CustomerList:
     query = Customer.all()
     q = text_arg("q")
     if q:
-        query = query.filter(Q(name__icontains=q) | Q(email__icontains=q) | Q(phone__icontains=q))
+        query = query.filter(search(q, "name", "email", "phone"))
     rows, after = await fetch_page(query, page)
     return CustomerList(
         customers=[CustomerOut.model_validate(c, from_attributes=True) for c in rows], next=after
@@ -402,7 +402,7 @@ async def list_devices() -> DeviceList:
         query = query.filter(vendor=_enum(Vendor, vendor, "vendor"))
     q = text_arg("q")
     if q:
-        query = query.filter(Q(name__icontains=q) | Q(host__icontains=q))
+        query = query.filter(search(q, "name", "host"))
     rows, after = await fetch_page(query, page)
     return DeviceList(devices=[device_out(d) for d in rows], next=after)
 
