@@ -112,13 +112,8 @@ HEAD = b"# 2026-11-24 10:00:00 by RouterOS 7.16.1\r\n"
         (HEAD + b"/ppp secret\r\nadd name=a\r\n", "cut short"),  # a clean cut
         (HEAD + b"add name=a " + MARKER.encode() + b"\r\n", "cut short"),  # not its own line
         (HEAD + MARKER.encode() + b"\r\nadd name=a\r\n", "cut short"),  # not the last line
-        (
-            HEAD
-            + b'#error exporting "/ip/firewall/calea" (timeout)\r\n'
-            + MARKER.encode()
-            + b"\r\n",
-            "could not export /ip/firewall/calea",
-        ),
+        (HEAD + b'#error exporting "/ip/firewall/calea" (timeout)\r\n' + MARKER.encode()
+         + b"\r\n", "could not export /ip/firewall/calea"),
         (HEAD + b"#error exporting /ip socks\r\n#interrupted\r\n", "interrupted"),
     ],
 )
@@ -193,7 +188,9 @@ async def test_backup_file_that_never_appears_fails(session: Any, state: RouterS
 
 
 @pytest.mark.parametrize("version", ["7.16.1", "7.17.2", "6.49.17"])
-async def test_both_save_outputs_are_accepted(mt_settings: Any, version: str) -> None:
+async def test_both_save_outputs_are_accepted(
+    mt_settings: Any, version: str
+) -> None:
     state = RouterState(version=version)
     async with (
         RouterOSServer(state) as router,

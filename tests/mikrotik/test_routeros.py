@@ -133,10 +133,8 @@ def test_count_and_script_share_one_channel() -> None:
     state.add_secret("alice")
     by_name = routeros.Find({"name": "alice"})
     script = routeros.Script(
-        (
-            routeros.Count("/ppp secret", by_name),
-            routeros.Command("/ppp secret", "disable", target=by_name),
-        ),
+        (routeros.Count("/ppp secret", by_name), routeros.Command("/ppp secret", "disable",
+                                                                  target=by_name)),
         "/ppp secret disable",
     )
     assert Interpreter(state).run(script.text).output == "1\r\n"
@@ -151,7 +149,7 @@ def test_count_and_script_share_one_channel() -> None:
         (
             " 0 name=flash type=disk last-modified=2024-11-25 13:12:10 \r\n\r\n"
             " 1 name=flash/isp-1-x.backup type=backup size=24.1KiB last-modified=2024-11-25 "
-            '13:14:28 \r\n   package-architecture="arm" \r\n\r\n',
+            "13:14:28 \r\n   package-architecture=\"arm\" \r\n\r\n",
             ["flash", "flash/isp-1-x.backup"],
         ),
         (
