@@ -25,6 +25,7 @@ from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
 from isp.plugins import registry
 from isp.plugins.api import bp as plugins_bp
+from isp.plugins.recovery import recover
 from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> Quart:
         parts.box = await asyncio.to_thread(load_secret_box, settings)
         install_box(parts.box)
         await parts.store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
+        await recover(settings.plugins_dir, parts.store, settings.s3_plugins_bucket)
         await parts.plugins.start()
         await sync.start()
         if settings.plugin_reload:

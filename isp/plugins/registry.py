@@ -22,7 +22,8 @@ from isp.plugins.hooks import (
     registration,
     staged_table,
 )
-from isp.plugins.manifest import EVENT, MAX_HOOK_TIMEOUT
+from isp.plugins.manifest import check_event, check_timeout
+from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,7 +50,7 @@ class PluginRegistry:
     def __init__(
         self, *, default_timeout: float = DEFAULT_TIMEOUT, adhoc_owner: str | None = None
     ) -> None:
-        self._default_timeout = _check_timeout(default_timeout)
+        self._default_timeout = check_timeout(default_timeout)
         self._adhoc_owner = adhoc_owner
         self._declared: frozenset[str] = frozenset()
         self._events: frozenset[str] = frozenset()
@@ -60,15 +61,14 @@ class PluginRegistry:
 
     def configure(self, *, default_timeout: float) -> None:
         """Set the timeout of hooks that declare none (``ISP_HOOK_TIMEOUT``)."""
-        self._default_timeout = _check_timeout(default_timeout)
+        self._default_timeout = check_timeout(default_timeout)
         self._rebuild()
 
     def declare_events(self, events: Iterable[str]) -> None:
         """Add events to the catalogue hooks may register for (idempotent)."""
         names = frozenset(events)
         for name in names:
-            if not EVENT.match(name):
-                raise ValueError(f"{name!r} is not an event name (lowercase, digits, '_', '.')")
+            check_event(name)
         self._declared |= names
         self._rebuild()
 
@@ -98,7 +98,7 @@ class PluginRegistry:
         criticality in its manifest.
         """
         if timeout is not None:
-            _check_timeout(timeout)  # fail at the decorator line, not at import's end
+            check_timeout(timeout)  # fail at the decorator line, not at import's end
 
         def decorate(func: F) -> F:
             reg = registration(event, func, timeout)
@@ -127,10 +127,14 @@ class PluginRegistry:
         if reg.event not in self._events:
             known = ", ".join(sorted(self._events)) or "(none declared)"
             raise ValueError(f"registry.hook({reg.event!r}): unknown event; known: {known}")
+        spec = SPECS_BY_NAME.get(reg.event)
+        if spec is not None:
+            try:
+                verify(reg.func, reg.function, spec)
+            except SignatureMismatch as exc:
+                raise ValueError(f"plugin {owner!r}: hook for {reg.event}: {exc}") from None
         current = self._plugins.get(owner)
         entries = current.entries if current else ()
-        if any(e.event == reg.event for e in entries):
-            raise ValueError(f"plugin {owner!r} already has a hook for {reg.event!r}")
         entry = HookEntry(owner, reg, timeout=reg.timeout, critical=critical)
         self.publish(owner, (*entries, entry), enabled=current.enabled if current else True)
 
@@ -213,12 +217,6 @@ class PluginRegistry:
         }
         self._events = frozenset(events)
         self._plans = plans  # the one assignment emits observe
-
-
-def _check_timeout(value: float) -> float:
-    if not 0 < value <= MAX_HOOK_TIMEOUT:
-        raise ValueError(f"hook timeout must be > 0 and <= {MAX_HOOK_TIMEOUT}, got {value!r}")
-    return float(value)
 
 
 registry = PluginRegistry()
