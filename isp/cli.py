@@ -242,6 +242,48 @@ def _what_happened(described: dict[str, Any], status: int, before: str | None) -
     return f"{verb} {name} {before} -> {after}"
 
 
+@plugins.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "where",
+    default=".",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The project folder (default: here).",
+)
+def plugins_new(name: str, where: Path) -> None:
+    """Scaffold a plugin NAME: manifest, handlers and a passing test."""
+    from isp.plugins.authoring import scaffold
+
+    try:
+        written = scaffold(name, where)
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(f"next: pytest (in {where}), then: isp plugins pack {where / name}")
+
+
+@plugins.command("pack")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The zip to write (default: <name>-<version>.zip here).",
+)
+def plugins_pack(folder: Path, output: Path | None) -> None:
+    """Build the zip that POST /plugins/upload and `isp plugins install` take."""
+    from isp.plugins.authoring import pack
+
+    try:
+        written = pack(folder, output)
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(str(written))
+
+
 @plugins.command("enable")
 @click.argument("name")
 def plugins_enable(name: str) -> None:

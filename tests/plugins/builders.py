@@ -79,7 +79,7 @@ def free_port() -> int:
 
 def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     """The environment of an ``isp`` process on SQLite and a local object store."""
-    (tmp_path / "plugins").mkdir(exist_ok=True)
+    (tmp_path / "plugins").mkdir(parents=True, exist_ok=True)
     return {
         **os.environ,
         "ISP_DATABASE_URL": f"sqlite://{tmp_path / 'isp.sqlite3'}",
