@@ -30,6 +30,7 @@ from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
 from isp.plugins.settings_api import bp as plugin_settings_bp
+from isp.plugins.specs import SPECS_BY_NAME
 from isp.plugins.sync import PluginSync
 from isp.problems import install_error_handlers
 from isp.storage import create_object_store
@@ -51,7 +52,7 @@ def create_app(settings: Settings) -> Quart:
         security=[{"bearer": []}],
     )
     install_error_handlers(app)
-    registry.declare_events(CORE_EVENTS)
+    registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
     registry.configure(default_timeout=settings.hook_timeout)
     parts = Components(
         settings=settings,

@@ -159,13 +159,14 @@ def _plugin_command(
     from isp.plugins.registry import registry
     from isp.plugins.runtime import PluginRuntime
     from isp.plugins.service import PluginService
+    from isp.plugins.specs import SPECS_BY_NAME
     from isp.storage import create_object_store
 
     settings = _settings()
     configure_logging("WARNING")
 
     async def run() -> T:
-        registry.declare_events(CORE_EVENTS)
+        registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
         install_box(await asyncio.to_thread(load_secret_box, settings))
         store = create_object_store(settings)
         runtime = PluginRuntime(settings, registry)

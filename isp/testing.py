@@ -42,9 +42,10 @@ def plugin_registry() -> Iterator[PluginRegistry]:
     from isp.core.events import CORE_EVENTS
     from isp.plugins.loader import detach
     from isp.plugins.registry import PluginRegistry
+    from isp.plugins.specs import SPECS_BY_NAME
 
     registry = PluginRegistry(adhoc_owner=TEST_OWNER)
-    registry.declare_events(CORE_EVENTS)
+    registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
     yield registry
     for name in registry.plugins():
         detach(name)  # plugins loaded with load_plugin() leave nothing in sys.modules
