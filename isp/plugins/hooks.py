@@ -60,9 +60,15 @@ def registration(event: str, func: Callable[..., Any], timeout: float | None) ->
             f"registry.hook({event!r}) decorates generator {func.__qualname__}: "
             "a hook is an 'async def' or 'def' function that returns"
         )
-    # A callable object whose __call__ is ``async def`` is an async hook too.
-    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
-    return Registration(event, func, float(timeout) if timeout else None, is_async)
+    return Registration(event, func, float(timeout) if timeout else None, is_async(func))
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """The one sync-or-async rule, for hooks and lifecycle callbacks alike: an ``async
+    def`` function, or a callable object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        type(func).__call__
+    )
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from isp.plugins import records, tables
 from isp.plugins.archive import tree_digest_async
 from isp.plugins.dependencies import Node, dependants, load_order, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
-from isp.plugins.hooks import NAMESPACE
+from isp.plugins.hooks import NAMESPACE, is_async
 from isp.plugins.loader import MODELS, LoadedPlugin, detach, load_within, reinstate
 from isp.plugins.manifest import SLUG, Manifest
 from isp.plugins.registry import PluginRegistry
@@ -431,8 +431,8 @@ class PluginRuntime:
         limit = self._settings.hook_timeout
         try:
             async with asyncio.timeout(limit):
-                if inspect.iscoroutinefunction(callback):
-                    await callback()
+                if is_async(callback):
+                    await callback()  # type: ignore[misc]
                 else:
                     result = await asyncio.to_thread(callback)
                     if inspect.isawaitable(result):

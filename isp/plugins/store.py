@@ -40,10 +40,10 @@ from isp.plugins.archive import (
     name_problem,
     os_errors,
 )
+from isp.plugins.manifest import check_slug
 from isp.storage import ObjectStore, StoredObject, fsync_dir
 
 STAGING_PREFIX: Final = ".staging-"
-_SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")  # Manifest is stricter
 _SAFE_VERSION: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,99}")
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 _KEY: Final = re.compile(r"[^/]+/[^/]+/(?P<sha256>[0-9a-f]{64})\.zip")
@@ -61,13 +61,11 @@ class ChecksumMismatch(StorageError):
 
 
 def _check_name(name: str) -> str:
-    if not _SAFE_NAME.fullmatch(name):
-        raise invalid(
-            ["name"],
-            f"plugin name {name!r} cannot name a folder: use at most 100 "
-            "letters, digits, '_' or '-', not starting with '-'",
-        )
-    return name
+    """The manifest's plugin-name rule, before a name becomes a folder or an object key."""
+    try:
+        return check_slug(name, "plugin name")
+    except ValueError as exc:
+        raise invalid(["name"], str(exc)) from None
 
 
 def _aside(plugins_dir: Path, purpose: str, name: str) -> Path:
