@@ -102,16 +102,8 @@ async def installed(
             },
             using_db=conn,
         )
-        await audit.record(
-            conn,
-            actor,
-            action,
-            name,
-            from_version=from_version,
-            to_version=version,
-            sha256=sha256,
-            detail={"outcome": "installed" if action == "install" else "upgraded"},
-        )
+        detail = {"outcome": "installed" if action == "install" else "upgraded"}
+        await _audit_upload(conn, actor, action, name, sha256, from_version, version, detail)
         await PluginGeneration.bump(conn)
 
 
@@ -172,13 +164,27 @@ async def attempt(
     if status is not None:
         detail["status"] = status
     async with in_transaction() as conn:
-        await audit.record(
-            conn,
-            actor,
-            action,
-            name,
-            from_version=from_version,
-            to_version=to_version,
-            sha256=sha256,
-            detail=detail,
-        )
+        await _audit_upload(conn, actor, action, name, sha256, from_version, to_version, detail)
+
+
+async def _audit_upload(
+    conn: BaseDBAsyncClient,
+    actor: str,
+    action: str,
+    name: str | None,
+    sha256: str,
+    from_version: str | None,
+    to_version: str | None,
+    detail: dict[str, Any],
+) -> None:
+    """One upload attempt's entry: which zip (sha256), which versions, what came of it."""
+    await audit.record(
+        conn,
+        actor,
+        action,
+        name,
+        from_version=from_version,
+        to_version=to_version,
+        sha256=sha256,
+        detail=detail,
+    )
