@@ -170,3 +170,32 @@ async def test_uninstall_works_with_the_service_stopped_and_runs_no_plugin_code(
     assert status != 0
     assert "local plugin" in err
     assert (tmp_path / "plugins" / "slow").is_dir()
+
+
+async def test_cli_list_and_the_running_server_agree_on_every_plugins_state(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    env = server_env(tmp_path)
+    token = await admin_token(env)
+    plugins_dir = tmp_path / "plugins"
+    write_plugin(plugins_dir, "stamp", stamp("1.0.0"))
+    write_plugin(plugins_dir, "quiet", plugin_files("quiet"))
+    write_plugin(plugins_dir, "broken", {**plugin_files("broken"), "__init__.py": "import nope\n"})
+    server = await serve(servers, env)
+    await server.ready(within=30)
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as client:
+        assert (await client.put("/plugins/quiet/disable")).status_code == 200
+        served = {
+            p["name"]: (p["version"], p["status"], p["source"])
+            for p in (await client.get("/plugins")).json()["plugins"]
+        }
+    _, out, _ = await isp("plugins", "list", env=env)
+    listed = {line.split()[0]: tuple(line.split()[1:4]) for line in out.splitlines()}
+    assert listed == served
+    assert served == {
+        "broken": ("1.0.0", "error", "local"),
+        "quiet": ("1.0.0", "disabled", "local"),
+        "stamp": ("1.0.0", "active", "local"),
+    }

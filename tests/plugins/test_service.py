@@ -77,6 +77,18 @@ async def test_upload_imports_the_plugin_in_the_server_once(
     assert await stamped(client, tokens.operator) == "stamp-1.0.0"
 
 
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
 async def test_refused_upload_that_patches_the_core_has_no_effect_and_is_audited(
     app: Quart, client: Client, tokens: Tokens, tmp_path: Path
 ) -> None:
@@ -97,6 +109,7 @@ async def test_refused_upload_that_patches_the_core_has_no_effect_and_is_audited
     assert "must expose `plugin = Plugin()`" in (await response.get_json())["detail"]
     assert ran.exists()  # the code did run: in the validating process, not here
     assert isp.auth.guard.authenticate is authenticate
+    assert not _processes_mentioning(str(tmp_path))  # its thread died with its process
     garbage = await client.get("/plugins", headers=auth("isp_garbage_token"))
     assert garbage.status_code == 401
     entry = await newest_audit(client, tokens.admin)
