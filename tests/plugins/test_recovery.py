@@ -199,3 +199,37 @@ async def test_cli_list_and_the_running_server_agree_on_every_plugins_state(
         "quiet": ("1.0.0", "disabled", "local"),
         "stamp": ("1.0.0", "active", "local"),
     }
+
+
+async def test_start_removes_staging_leftovers_and_undoes_an_install_that_never_committed(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from isp.app import create_app
+    from isp.plugins.archive import tree_digest
+    from tests.conftest import make_settings
+
+    settings = make_settings(f"sqlite://{tmp_path / 'isp.sqlite3'}", tmp_path)
+    plugins_dir = settings.plugins_dir
+    write_plugin(plugins_dir / ".staging-abc123", "stamp", stamp("1.0.0"))
+    (plugins_dir / ".removing-stamp-1234").mkdir()
+    half = write_plugin(plugins_dir, "fresh", plugin_files("fresh"))  # promoted, not recorded
+    (plugins_dir / ".intent-fresh.json").write_text(json.dumps({
+        "name": "fresh", "action": "install", "actor": "alice", "sha256": "0" * 64,
+        "tree_sha256": tree_digest(half), "from_version": None, "to_version": "1.0.0",
+        "backup": ".old-fresh-0000", "object_key": f"fresh/1.0.0/{'0' * 64}.zip",
+        "object_existed": False,
+    }))  # fmt: skip
+    write_plugin(plugins_dir, "stamp", stamp("1.0.0"))  # a local plugin, untouched
+
+    app = create_app(settings)
+    async with app.test_app():
+        runtime = app.extensions["isp.plugins"]
+        assert runtime.names() == ["stamp"]
+        from isp.audit import AuditEntry
+
+        entry = await AuditEntry.filter(plugin="fresh").first()
+        assert entry is not None
+        assert (entry.action, entry.detail["outcome"]) == ("install", "interrupted")
+    assert sorted(p.name for p in plugins_dir.iterdir()) == ["stamp"]
