@@ -26,6 +26,7 @@ from isp.health import bp as health_bp
 from isp.plugins import registry
 from isp.plugins.api import bp as plugins_bp
 from isp.plugins.recovery import recover
+from isp.plugins.registry import PluginRegistry
 from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
@@ -52,8 +53,8 @@ def create_app(settings: Settings) -> Quart:
         security=[{"bearer": []}],
     )
     install_error_handlers(app)
-    registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
-    registry.configure(default_timeout=settings.hook_timeout)
+    plugin_registry = PluginRegistry(default_timeout=settings.hook_timeout)
+    plugin_registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
     parts = Components(
         settings=settings,
         store=create_object_store(settings),
@@ -62,7 +63,7 @@ def create_app(settings: Settings) -> Quart:
             device_timeout=settings.backup_device_timeout,
             retries=settings.backup_retries,
         ),
-        plugins=PluginRuntime(settings, registry),
+        plugins=PluginRuntime(settings, plugin_registry),
     )
     app.extensions[EXTENSION_KEY] = parts
     app.extensions["isp.plugins"] = parts.plugins
@@ -76,8 +77,15 @@ def create_app(settings: Settings) -> Quart:
     reloader = PluginReloader(parts.plugins, settings.plugins_dir)
     app.extensions["isp.reloader"] = reloader
 
+    @app.before_request
+    @app.before_websocket
+    async def bind_registry() -> None:
+        """The core's ``registry.emit`` reaches this app's plugins, not another app's."""
+        registry.bind(plugin_registry)
+
     @app.before_serving
     async def start() -> None:
+        registry.bind(plugin_registry)
         await db.init_db(settings)
         await db.migrate()
         await ensure_builtin_roles()

@@ -156,7 +156,7 @@ def _plugin_command(
     from isp.core.events import CORE_EVENTS
     from isp.crypto import install_box, load_secret_box
     from isp.plugins.recovery import recover
-    from isp.plugins.registry import registry
+    from isp.plugins.registry import PluginRegistry, registry
     from isp.plugins.runtime import PluginRuntime
     from isp.plugins.service import PluginService
     from isp.plugins.specs import SPECS_BY_NAME
@@ -166,10 +166,12 @@ def _plugin_command(
     configure_logging("WARNING")
 
     async def run() -> T:
-        registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
+        own = PluginRegistry(default_timeout=settings.hook_timeout)
+        own.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
+        registry.bind(own)  # what the core's registry.emit reaches in this command
         install_box(await asyncio.to_thread(load_secret_box, settings))
         store = create_object_store(settings)
-        runtime = PluginRuntime(settings, registry)
+        runtime = PluginRuntime(settings, own)
         await store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
         await recover(settings.plugins_dir, store, settings.s3_plugins_bucket)
         await (runtime.start() if load else runtime.discover())

@@ -12,7 +12,8 @@ validated plugins into it and the runtime persists enabled flags.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from contextvars import ContextVar, Token
+from typing import Any, Final, TypeVar
 
 from isp.plugins.dispatch import Emission, EventPlan, dispatch_one
 from isp.plugins.hooks import (
@@ -219,5 +220,54 @@ class PluginRegistry:
         self._plans = plans  # the one assignment emits observe
 
 
-registry = PluginRegistry()
-"""The application's registry: the core emits through it, plugins register on it."""
+_CURRENT: ContextVar[PluginRegistry | None] = ContextVar("isp_current_registry", default=None)
+
+
+class CurrentRegistry:
+    """What ``from isp.plugins import registry`` is: the registry of the application
+    serving the current request or task, so two apps in one process keep their plugins
+    apart while plugin code and the core keep writing ``registry.hook`` / ``registry.emit``.
+
+    An app binds its own registry (:meth:`bind`) when it starts serving and for every
+    request, so the tasks it starts inherit it; outside any app (a script, a test that
+    builds no app) the process default answers.
+    """
+
+    def __init__(self) -> None:
+        self._default = PluginRegistry()
+
+    def current(self) -> PluginRegistry:
+        return _CURRENT.get() or self._default
+
+    @staticmethod
+    def bind(target: PluginRegistry) -> Token[PluginRegistry | None]:
+        """Make ``target`` the registry of this context and of the tasks it starts."""
+        return _CURRENT.set(target)
+
+    def hook(
+        self,
+        event: str,
+        *,
+        timeout: float | None = None,
+        plugin: str | None = None,
+        critical: bool = True,
+    ) -> Callable[[F], F]:
+        return self.current().hook(event, timeout=timeout, plugin=plugin, critical=critical)
+
+    async def emit(self, event: str, /, *args: Any, **kwargs: Any) -> list[HookResult]:
+        return await self.current().emit(event, *args, **kwargs)
+
+    @property
+    def default_timeout(self) -> float:
+        return self.current().default_timeout
+
+    @property
+    def events(self) -> frozenset[str]:
+        return self.current().events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current(), name)
+
+
+registry: Final = CurrentRegistry()
+"""The author-facing registry: the running app's (see :class:`CurrentRegistry`)."""
