@@ -86,16 +86,24 @@ class PluginRuntime:
                 await self._unload(self._states.pop(name))
 
     async def load_plugin(
-        self, name: str, *, installed: tuple[str, str] | None = None
+        self,
+        name: str,
+        *,
+        installed: tuple[str, str] | None = None,
+        manifest: Manifest | None = None,
     ) -> dict[str, Any]:
         """Load ``plugins_dir/<name>``, or reload it: the new version replaces the old
         only when it is valid; otherwise the old one keeps serving (``reload_error``).
 
         ``installed`` = (zip sha256, tree sha256) marks an uploaded version: its files are
-        checked against the tree digest before every load from now on.
+        checked against the tree digest before every load from now on. ``manifest``: the
+        one already parsed from its zip (not read again from disk).
         """
         folder = self._settings.plugins_dir / name
-        source = await asyncio.to_thread(describe, folder)
+        if manifest is not None:
+            source = PluginSource(name, folder, f"{folder.parent.name}/{name}", manifest)
+        else:
+            source = await asyncio.to_thread(describe, folder)
         async with self._lock:
             state = self._states.get(name)
             if state is None:
@@ -167,9 +175,11 @@ class PluginRuntime:
         for dependant in reversed(self.check_dependants(name, cascade=cascade)):
             await self._set_enabled(dependant, False, actor, {"cascade_from": name})
 
-    async def install_version(self, name: str, installed: tuple[str, str]) -> None:
+    async def install_version(
+        self, name: str, installed: tuple[str, str], manifest: Manifest
+    ) -> None:
         """Import and publish the version just promoted; ``PluginInvalid`` when it fails."""
-        await self.load_plugin(name, installed=installed)
+        await self.load_plugin(name, installed=installed, manifest=manifest)
         state = self._states[name]
         failure = state.reload_error or (state.error if state.loaded is None else None)
         if failure:

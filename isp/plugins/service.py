@@ -96,11 +96,11 @@ class PluginService:
         self, data: bytes, actor: str, *, force: bool = False, replace_local: bool = False
     ) -> tuple[dict[str, Any], int]:
         """Install or upgrade from a zip; (Plugin JSON, 201 installed | 200 upgraded/same)."""
-        sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         name: str | None = None
+        archive: zips.PluginArchive | None = None
         try:
             archive = await zips.inspect_zip_async(data, max_size=self._settings.plugin_max_upload)
-            name = archive.manifest.name
+            name, sha256 = archive.manifest.name, archive.sha256
             async with self._lock:
                 plan = await self._decide(archive, force=force, replace_local=replace_local)
                 if plan.action == "none":
@@ -116,6 +116,8 @@ class PluginService:
                 finally:
                     await files.discard_async(staged if staged.exists() else None)
         except ISPError as exc:
+            if archive is None:  # refused before it was hashed
+                sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
             await records.attempt(
                 actor, "upload", name, sha256=sha256, outcome="refused",
                 reason=exc.detail, status=exc.status_code,
@@ -218,7 +220,9 @@ class PluginService:
             moved = await files.promote_async(staged, plugins_dir, name, backup)
             promoted = True
             await files.write_marker_async(plugins_dir / name, archive.tree_sha256)
-            await self._runtime.install_version(name, (archive.sha256, archive.tree_sha256))
+            await self._runtime.install_version(
+                name, (archive.sha256, archive.tree_sha256), archive.manifest
+            )
             await records.installed(
                 name, version=plan.version, sha256=archive.sha256,
                 tree_sha256=archive.tree_sha256, enabled=plan.enabled, actor=actor,
