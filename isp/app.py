@@ -29,10 +29,13 @@ from isp.http_input import IdConverter, ISPRequest, refuse_nul_in_query
 from isp.openapi import PLUGIN_ROUTE_DOCS, ISPOpenAPIProvider, annotate
 from isp.plugins import registry
 from isp.plugins.api import bp as plugins_bp
+from isp.plugins.recovery import recover
+from isp.plugins.registry import PluginRegistry
 from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
 from isp.plugins.settings_api import bp as plugin_settings_bp
+from isp.plugins.specs import SPECS_BY_NAME
 from isp.plugins.sync import PluginSync
 from isp.problems import install_error_handlers
 from isp.storage import create_object_store
@@ -59,8 +62,8 @@ def create_app(settings: Settings) -> Quart:
     )
     install_error_handlers(app)
     app.before_request(refuse_nul_in_query)
-    registry.declare_events(CORE_EVENTS)
-    registry.configure(default_timeout=settings.hook_timeout)
+    plugin_registry = PluginRegistry(default_timeout=settings.hook_timeout)
+    plugin_registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
     parts = Components(
         settings=settings,
         store=create_object_store(settings),
@@ -69,7 +72,7 @@ def create_app(settings: Settings) -> Quart:
             device_timeout=settings.backup_device_timeout,
             retries=settings.backup_retries,
         ),
-        plugins=PluginRuntime(settings, registry),
+        plugins=PluginRuntime(settings, plugin_registry),
     )
     app.extensions[EXTENSION_KEY] = parts
     app.extensions["isp.plugins"] = parts.plugins
@@ -85,14 +88,22 @@ def create_app(settings: Settings) -> Quart:
     reloader = PluginReloader(parts.plugins, settings.plugins_dir)
     app.extensions["isp.reloader"] = reloader
 
+    @app.before_request
+    @app.before_websocket
+    async def bind_registry() -> None:
+        """The core's ``registry.emit`` reaches this app's plugins, not another app's."""
+        registry.bind(plugin_registry)
+
     @app.before_serving
     async def start() -> None:
+        registry.bind(plugin_registry)
         await db.init_db(settings)
         await db.migrate()
         await ensure_builtin_roles()
         parts.box = await asyncio.to_thread(load_secret_box, settings)
         install_box(parts.box)
         await parts.store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
+        await recover(settings.plugins_dir, parts.store, settings.s3_plugins_bucket)
         await parts.plugins.start()
         await sync.start()
         if settings.plugin_reload:

@@ -11,6 +11,7 @@ import errno
 import getpass
 import io
 import logging
+import re
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -54,7 +55,14 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(main())
     except ISPError as exc:
-        raise click.ClickException(exc.detail) from exc
+        raise click.ClickException(cli_wording(exc.detail)) from exc
+
+
+def cli_wording(detail: str) -> str:
+    """Messages written for the API name its query flags; here they are the CLI's options
+    (``?force=true`` -> ``--force``, ``?replace_local=true`` -> ``--replace-local``)."""
+    flags = re.sub(r"\?([a-z_]+)=true", lambda m: "--" + m.group(1).replace("_", "-"), detail)
+    return re.sub(r"PUT /plugins/(\w+)/(enable|disable)", r"isp plugins \2 \1", flags)
 
 
 @click.group()
@@ -165,25 +173,33 @@ def plugins() -> None:
     """Install, list, enable and disable plugins (the admin API's verbs, on the box)."""
 
 
-def _plugin_command(work: Callable[[PluginService], Coroutine[Any, Any, T]]) -> T:
-    """Run ``work(service)`` with the plugins loaded as a server would load them."""
+def _plugin_command(
+    work: Callable[[PluginService], Coroutine[Any, Any, T]], *, load: bool = True
+) -> T:
+    """Run ``work(service)`` with the plugins loaded as a server would load them, or only
+    discovered (``load=False``: no plugin code runs, for commands that remove one)."""
     from isp.core.events import CORE_EVENTS
     from isp.crypto import install_box, load_secret_box
-    from isp.plugins.registry import registry
+    from isp.plugins.recovery import recover
+    from isp.plugins.registry import PluginRegistry, registry
     from isp.plugins.runtime import PluginRuntime
     from isp.plugins.service import PluginService
+    from isp.plugins.specs import SPECS_BY_NAME
     from isp.storage import create_object_store
 
     settings = _settings()
     configure_logging("WARNING")
 
     async def run() -> T:
-        registry.declare_events(CORE_EVENTS)
+        own = PluginRegistry(default_timeout=settings.hook_timeout)
+        own.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
+        registry.bind(own)  # what the core's registry.emit reaches in this command
         install_box(await asyncio.to_thread(load_secret_box, settings))
         store = create_object_store(settings)
-        runtime = PluginRuntime(settings, registry)
+        runtime = PluginRuntime(settings, own)
         await store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
-        await runtime.start()
+        await recover(settings.plugins_dir, store, settings.s3_plugins_bucket)
+        await (runtime.start() if load else runtime.discover())
         try:
             return await work(PluginService(settings, runtime, store))
         finally:
@@ -220,16 +236,80 @@ def plugins_list() -> None:
 @plugins.command("install")
 @click.argument("zip_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Allow installing an older version.")
-def plugins_install(zip_path: Path, force: bool) -> None:
+@click.option(
+    "--replace-local",
+    is_flag=True,
+    help="Replace a local plugin's folder (moved to ISP_DATA_DIR/replaced-plugins/).",
+)
+def plugins_install(zip_path: Path, force: bool, replace_local: bool) -> None:
     """Install or upgrade a plugin from a zip file."""
     data = zip_path.read_bytes()
 
-    async def work(service: PluginService) -> tuple[dict[str, Any], int]:
-        return await service.upload(data, _actor(), force=force)
+    async def work(service: PluginService) -> tuple[dict[str, Any], int, dict[str, str]]:
+        before = {p["name"]: p["version"] for p in service.runtime.list()}
+        described, status = await service.upload(
+            data, _actor(), force=force, replace_local=replace_local
+        )
+        return described, status, before
 
-    described, status = _plugin_command(work)
-    click.echo({201: "installed", 200: "up to date or upgraded"}.get(status, str(status)))
+    described, status, before = _plugin_command(work)
+    click.echo(_what_happened(described, status, before.get(described["name"])))
     _print_plugin(described)
+
+
+def _what_happened(described: dict[str, Any], status: int, before: str | None) -> str:
+    """``installed stamp 1.0.0``, ``upgraded mikrotik 1.0.0 -> 1.1.0``, or nothing changed."""
+    from packaging.version import Version
+
+    name, after = described["name"], described["version"]
+    if status == 201 or before is None:
+        return f"installed {name} {after}"
+    if before == after:
+        return f"{name} {after} is already installed: nothing changed"
+    verb = "upgraded" if Version(after) > Version(before) else "downgraded"
+    return f"{verb} {name} {before} -> {after}"
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "where",
+    default=".",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The project folder (default: here).",
+)
+def plugins_new(name: str, where: Path) -> None:
+    """Scaffold a plugin NAME: manifest, handlers and a passing test."""
+    from isp.plugins.authoring import scaffold
+
+    try:
+        written = scaffold(name, where)
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(f"next: pytest (in {where}), then: isp plugins pack {where / name}")
+
+
+@plugins.command("pack")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The zip to write (default: <name>-<version>.zip here).",
+)
+def plugins_pack(folder: Path, output: Path | None) -> None:
+    """Build the zip that POST /plugins/upload and `isp plugins install` take."""
+    from isp.plugins.authoring import pack
+
+    try:
+        written = pack(folder, output)
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(str(written))
 
 
 @plugins.command("enable")
@@ -245,13 +325,33 @@ def plugins_enable(name: str) -> None:
 
 @plugins.command("disable")
 @click.argument("name")
-def plugins_disable(name: str) -> None:
+@click.option("--cascade", is_flag=True, help="Disable the plugins that depend on it too.")
+def plugins_disable(name: str, cascade: bool) -> None:
     """Disable a plugin on every instance."""
 
     async def work(service: PluginService) -> dict[str, Any]:
-        return await service.set_enabled(name, False, _actor())
+        return await service.set_enabled(name, False, _actor(), cascade=cascade)
 
     _print_plugin(_plugin_command(work))
+
+
+@plugins.command("uninstall")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also drop its tables, settings and stored zips.")
+@click.option("--cascade", is_flag=True, help="Disable the plugins that depend on it first.")
+def plugins_uninstall(name: str, purge: bool, cascade: bool) -> None:
+    """Uninstall an uploaded plugin; works with the service stopped (no plugin code runs)."""
+
+    async def work(service: PluginService) -> str | None:
+        version = service.runtime.version_of(name) or service.runtime.manifest_version(name)
+        await service.uninstall(name, _actor(), purge=purge, cascade=cascade)
+        return version
+
+    version = _plugin_command(work, load=False)
+    kept = "its tables, settings and stored zips were removed" if purge else (
+        "its tables, settings and stored zips are kept (--purge removes them)"
+    )
+    click.echo(f"uninstalled {name} {version or ''}".rstrip() + f"; {kept}")
 
 
 @main.command()

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     plugins_dir: Path = Path("./plugins")
     plugin_reload: bool = True
     hook_timeout: float = Field(default=10.0, gt=0, le=3600)
+    plugin_import_timeout: float = Field(default=10.0, gt=0, le=3600)
     s3_endpoint_url: str | None = None
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None

@@ -89,7 +89,8 @@ async def upload_plugin() -> tuple[dict[str, Any], int]:
     """Install (201) or upgrade (200) from a zip in the multipart field ``file``.
 
     409 for the same version with other content or an older version (``?force=true``
-    downgrades), 413 over ``ISP_PLUGIN_MAX_UPLOAD``, 422 for an invalid zip or plugin.
+    downgrades) or a newer version over a local plugin (``?replace_local=true``), 413
+    over ``ISP_PLUGIN_MAX_UPLOAD``, 422 for an invalid zip or plugin.
     """
     force = _flag("force")
     uploaded = (await request.files).get("file")
@@ -99,7 +100,9 @@ async def upload_plugin() -> tuple[dict[str, Any], int]:
             errors=[{"loc": ["body", "file"], "msg": "field required"}],
         )
     data = await asyncio.to_thread(uploaded.read)
-    return await service().upload(data, current_principal().user_name, force=force)
+    return await service().upload(
+        data, current_principal().user_name, force=force, replace_local=_flag("replace_local")
+    )
 
 
 @bp.delete("/<name>")

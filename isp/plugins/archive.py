@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hashlib
 import io
-import json
 import lzma
 import os
 import re
@@ -32,9 +31,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, ParamSpec, TypeVar
 
-from pydantic import ValidationError
-
 from isp.errors import ISPError, PayloadTooLarge, ValidationFailed
+from isp.plugins.manifest import Manifest, parse_manifest
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,16 +70,13 @@ _READ_ERRORS: Final = (
     lzma.LZMAError,
 )
 
-ManifestValidator = Callable[[dict[str, Any]], object]
-
-
 @dataclass(frozen=True, slots=True)
 class PluginArchive:
     """A validated plugin zip; ``files`` are keyed by POSIX path below the plugin root."""
 
     sha256: str  # hex SHA-256 of the whole zip
     size: int  # bytes in the zip
-    manifest: dict[str, Any]  # manifest.json as parsed; not yet a Manifest model
+    manifest: Manifest  # manifest.json, parsed and validated once
     files: Mapping[str, bytes]  # sorted by path; bytecode and macOS metadata left out
     root_prefix: str  # the plugin folder inside the zip, or "" when files are at its root
     tree_sha256: str  # file_digest(files), i.e. tree_digest() of the extracted folder
@@ -227,46 +222,6 @@ def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
     return content
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:  # json would silently keep the last one
-            raise ValueError(f"key {key!r} appears twice in one object")
-        result[key] = value
-    return result
-
-
-def _parse_manifest(raw: bytes, where: str, validate: ManifestValidator | None) -> dict[str, Any]:
-    loc: list[Any] = [MANIFEST]
-    try:
-        value = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError as exc:
-        raise invalid(loc, f"{where} is not UTF-8 text (bad byte at offset {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise invalid(
-            loc,
-            f"{where} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-            line=exc.lineno,
-            col=exc.colno,
-        ) from exc
-    except (ValueError, RecursionError) as exc:  # a repeated key; absurdly deep nesting
-        raise invalid(loc, f"{where} is not usable JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        kind = {"list": "an array", "str": "a string"}.get(type(value).__name__, "a scalar")
-        raise invalid(loc, f"{where} must be a JSON object ({{...}}), not {kind}")
-    if validate is not None:
-        try:
-            validate(value)
-        except ValidationError as exc:
-            problems = exc.errors(include_url=False, include_input=False)
-            said = "; ".join(f"{'.'.join(map(str, e['loc'])) or '-'}: {e['msg']}" for e in problems)
-            raise ValidationFailed(
-                f"{where} is invalid: {said}",
-                errors=[{"loc": [MANIFEST, *e["loc"]], "msg": e["msg"]} for e in problems],
-            ) from exc
-    return value
-
-
 def inspect_zip(
     data: bytes,
     *,
@@ -274,15 +229,15 @@ def inspect_zip(
     max_entries: int = 1000,
     max_uncompressed: int = 64 * MiB,
     max_ratio: int = 100,
-    validate_manifest: ManifestValidator | None = None,
 ) -> PluginArchive:
     """Validate a plugin zip completely, in memory; nothing is written anywhere.
 
     Raises ``PayloadTooLarge`` when ``data`` is over ``max_size``, else ``ValidationFailed``
     whose ``errors[].loc`` names the entry (``["file", "a/../../x"]``) or the manifest:
     not a zip, encrypted or special entries, unsafe or clashing names, too many entries or
-    bytes, a zip bomb, more than one plugin, no ``manifest.json`` or ``__init__.py``, a
-    manifest that is not a UTF-8 JSON object or that ``validate_manifest`` refuses.
+    bytes, a zip bomb, more than one plugin, no ``manifest.json`` or ``__init__.py``; and
+    ``PluginInvalid`` for a manifest :func:`~isp.plugins.manifest.parse_manifest` refuses
+    (the one parser, also used on disk).
     Accepts one plugin folder (``<name>/manifest.json``) or the files at the zip's root.
     """
     if len(data) > max_size:
@@ -326,7 +281,7 @@ def inspect_zip(
     return PluginArchive(
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
-        manifest=_parse_manifest(files[MANIFEST], f"{prefix}{MANIFEST}", validate_manifest),
+        manifest=parse_manifest(files[MANIFEST], f"{prefix}{MANIFEST}", folder=root or None),
         files=MappingProxyType(files),
         root_prefix=root,
         tree_sha256=file_digest(files),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isp.errors import PluginInvalid
-from isp.plugins.manifest import SLUG, Manifest, read_manifest
+from isp.plugins.manifest import Manifest, check_slug, read_manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +45,10 @@ async def discover_async(plugins_dir: Path) -> list[PluginSource]:
 def describe(folder: Path) -> PluginSource:
     """Read one plugin folder without running its code."""
     label = f"{folder.parent.name}/{folder.name}"
-    if not SLUG.match(folder.name):
-        why = (
-            f"{label}: folder name {folder.name!r} is not a valid plugin name: lowercase "
-            "letters, digits and '_', starting with a letter (it becomes a module name)"
-        )
+    try:
+        check_slug(folder.name, "plugin name")
+    except ValueError as exc:
+        why = f"{label}: folder name: {exc} (it becomes a module name)"
         return PluginSource(folder.name, folder, label, error=why)
     try:
         manifest = read_manifest(folder, f"{label}/manifest.json")

@@ -59,9 +59,9 @@ async def dispatch_one(
     try:
         async with scope:
             if entry.is_async:
-                value = await entry.func(*args, **kwargs)
+                value = await entry.func(*args, **entry.arguments(kwargs))
             else:
-                value = await asyncio.to_thread(entry.func, *args, **kwargs)
+                value = await asyncio.to_thread(entry.func, *args, **entry.arguments(kwargs))
     except Exception as exc:  # noqa: BLE001 - every hook failure is classified below
         error = exc
     duration = perf_counter() - start
@@ -145,9 +145,9 @@ class Emission:
         if not self.expired[i]:
             try:
                 if entry.is_async:
-                    value = await entry.func(*args, **kwargs)
+                    value = await entry.func(*args, **entry.arguments(kwargs))
                 else:
-                    value = await asyncio.to_thread(entry.func, *args, **kwargs)
+                    value = await asyncio.to_thread(entry.func, *args, **entry.arguments(kwargs))
             except GeneratorExit:
                 raise
             except BaseException as exc:  # noqa: BLE001 - classified below; fatal ones re-raised

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from isp.errors import PluginError
-from isp.plugins.manifest import EVENT, MAX_HOOK_TIMEOUT
+from isp.plugins.manifest import check_event, check_timeout
+from isp.plugins.specs import accepted_keywords
 from isp.plugins.stats import HookStats
 
 NAMESPACE: Final = "isp_plugins"
@@ -46,12 +47,12 @@ class Registration:
 
 def registration(event: str, func: Callable[..., Any], timeout: float | None) -> Registration:
     """Validate a hook when it is registered, not when it is first called (as pluggy does)."""
-    if not isinstance(event, str) or not EVENT.match(event):
-        raise ValueError(f"registry.hook({event!r}): not an event name (lowercase, digits, '_')")
-    if timeout is not None and not 0 < timeout <= MAX_HOOK_TIMEOUT:
-        raise ValueError(
-            f"registry.hook({event!r}, timeout={timeout!r}): must be > 0 and <= {MAX_HOOK_TIMEOUT}"
-        )
+    try:
+        check_event(event)
+        if timeout is not None:
+            check_timeout(timeout)
+    except ValueError as exc:
+        raise ValueError(f"registry.hook({event!r}, timeout={timeout!r}): {exc}") from None
     if not callable(func):
         raise TypeError(f"registry.hook({event!r}) decorates {func!r}, which is not callable")
     if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
@@ -59,9 +60,15 @@ def registration(event: str, func: Callable[..., Any], timeout: float | None) ->
             f"registry.hook({event!r}) decorates generator {func.__qualname__}: "
             "a hook is an 'async def' or 'def' function that returns"
         )
-    # A callable object whose __call__ is ``async def`` is an async hook too.
-    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
-    return Registration(event, func, float(timeout) if timeout else None, is_async)
+    return Registration(event, func, float(timeout) if timeout else None, is_async(func))
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """The one sync-or-async rule, for hooks and lifecycle callbacks alike: an ``async
+    def`` function, or a callable object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        type(func).__call__
+    )
 
 
 @contextmanager
@@ -82,9 +89,11 @@ def staged_table() -> list[Registration] | None:
 class HookEntry:
     """A published hook: one plugin's function for one event, with its stats.
 
-    ``hook`` is the hook's public name, which is its event name (a plugin has at most
-    one hook per event); ``function`` names the Python function for debugging.
+    A plugin may have several hooks for one event; ``hook`` is the event's name (what
+    problems and stats show), ``function`` names the function (``handlers.gate``).
     ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
+    ``takes``: the named arguments the function accepts (None: all, ``**kwargs``);
+    dispatch passes only those.
     """
 
     __slots__ = (
@@ -96,6 +105,7 @@ class HookEntry:
         "is_async",
         "plugin",
         "stats",
+        "takes",
         "timeout",
     )
 
@@ -110,10 +120,18 @@ class HookEntry:
         self.is_async = reg.is_async
         self.timeout = timeout
         self.critical = critical
+        self.takes = accepted_keywords(reg.func)
         self.stats = HookStats()
 
+    def arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The named arguments of one call this hook accepts (pluggy's rule)."""
+        takes = self.takes
+        if takes is None or takes.issuperset(kwargs):
+            return kwargs
+        return {key: value for key, value in kwargs.items() if key in takes}
+
     def __repr__(self) -> str:
-        return f"<HookEntry {self.plugin}.{self.hook} -> {self.function}>"
+        return f"<HookEntry {self.plugin}.{self.hook} on {self.event}>"
 
 
 @dataclass(slots=True)

@@ -14,13 +14,16 @@ stale code. ``sys.path`` is never touched; a meta-path finder serves ``isp_plugi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, ModuleType
@@ -29,8 +32,9 @@ import isp
 from isp.errors import PluginInvalid
 from isp.plugins.discovery import PluginSource
 from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, staging
-from isp.plugins.manifest import Manifest
+from isp.plugins.manifest import Manifest, resolve_timeout
 from isp.plugins.plugin import Plugin
+from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
 
 HANDLERS = "handlers"
 MODELS = "models"
@@ -107,6 +111,60 @@ def load(
     plugin.bind(manifest)
     modules = _namespace_modules(source.name)
     return LoadedPlugin(source.name, source.path, manifest, plugin, modules, entries)
+
+
+async def load_within(
+    source: PluginSource,
+    known_events: Iterable[str],
+    limit: float,
+    *,
+    keep_models: bool = False,
+    restore: Callable[[], dict[str, ModuleType]] = dict,
+) -> LoadedPlugin:
+    """:func:`load` in a thread of its own, given up after ``limit`` seconds.
+
+    A thread cannot be killed: an import that overruns is abandoned (a daemon thread, so
+    it never holds the process at exit; the shared worker pool stays free) and the
+    plugin fails with ``PluginInvalid``. When the abandoned import ends, whatever it
+    left in ``sys.modules`` is replaced by ``restore()``, the modules of the version
+    serving by then.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[LoadedPlugin] = loop.create_future()
+    abandoned = threading.Event()
+
+    def settle(result: LoadedPlugin | None, error: BaseException | None) -> None:
+        if abandoned.is_set():
+            detach(source.name)
+            reinstate(restore())
+        elif error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: LoadedPlugin | None = None
+        error: BaseException | None = None
+        try:
+            result = load(source, known_events, keep_models=keep_models)
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=f"import-{source.name}", daemon=True).start()
+    try:
+        async with asyncio.timeout(limit):
+            return await asyncio.shield(done)
+    except TimeoutError:
+        abandoned.set()
+        detach(source.name)
+        reinstate(restore())
+        raise PluginInvalid(
+            f"{source.label}: did not finish importing within {limit:g} s "
+            "(ISP_PLUGIN_IMPORT_TIMEOUT); move slow work out of import time",
+            plugin=source.name,
+        ) from None
 
 
 def preflight(source: PluginSource, known_events: Iterable[str], isp_version: str) -> Manifest:
@@ -221,31 +279,24 @@ def _relative(source: PluginSource, filename: str) -> str:
 def _validate(
     source: PluginSource, manifest: Manifest, plugin: object, registrations: list[Registration]
 ) -> tuple[Plugin, tuple[HookEntry, ...]]:
-    """``plugin`` is a Plugin and the registered hooks are exactly the declared ones."""
+    """``plugin`` is a Plugin, the registered hooks are the declared events (one or more
+    functions each), and each hook fits its event's specification."""
     if not isinstance(plugin, Plugin):
         raise PluginInvalid(
             f"{source.label}/__init__.py: must expose `plugin = Plugin()` "
             f"(from isp.plugins import Plugin), found {type(plugin).__name__}",
             plugin=source.name,
         )
-    by_event: dict[str, Registration] = {}
-    for reg in registrations:
-        if reg.event in by_event:
-            raise PluginInvalid(
-                f"{source.label}: two hooks for {reg.event!r} ({by_event[reg.event].function} "
-                f"and {reg.function}); a plugin has one hook per event",
-                plugin=source.name,
-            )
-        by_event[reg.event] = reg
+    registered = {reg.event for reg in registrations}
     for declared in manifest.hooks:
-        if declared.name not in by_event:
+        if declared.name not in registered:
             raise PluginInvalid(
                 f"{source.label}/manifest.json: hooks: declares {declared.name!r} but no "
                 f"function is registered for it (add @registry.hook({declared.name!r}))",
                 plugin=source.name,
             )
     entries: list[HookEntry] = []
-    for reg in registrations:
+    for reg in registrations:  # several per event are fine: each is its own hook
         spec = manifest.hook(reg.event)
         if spec is None:
             raise PluginInvalid(
@@ -253,6 +304,17 @@ def _validate(
                 f'manifest.json does not declare it: add {reg.event!r} to "hooks"',
                 plugin=source.name,
             )
-        timeout = reg.timeout or spec.timeout
+        event_spec = SPECS_BY_NAME.get(reg.event)
+        if event_spec is not None:
+            try:
+                verify(reg.func, reg.function, event_spec)
+            except SignatureMismatch as exc:
+                raise PluginInvalid(
+                    f"{source.label}: hook {reg.function} for {reg.event}: {exc}",
+                    plugin=source.name,
+                    hook=reg.function,
+                    event=reg.event,
+                ) from None
+        timeout = resolve_timeout(reg.timeout, spec.timeout)
         entries.append(HookEntry(source.name, reg, timeout=timeout, critical=spec.critical))
     return plugin, tuple(entries)

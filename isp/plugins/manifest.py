@@ -35,6 +35,26 @@ SEMVER = re.compile(
 Timeout = Annotated[float, Field(gt=0, le=MAX_HOOK_TIMEOUT)]
 
 
+def check_event(value: object) -> str:
+    """The event-name rule, for manifests, decorators and declared events alike."""
+    if not isinstance(value, str) or not EVENT.match(value):
+        raise ValueError(f"{value!r} is not an event name (lowercase, digits, '_', '.')")
+    return value
+
+
+def check_timeout(value: float) -> float:
+    """The timeout bounds, for ``ISP_HOOK_TIMEOUT``, manifests and decorators alike."""
+    if isinstance(value, bool) or not 0 < value <= MAX_HOOK_TIMEOUT:
+        raise ValueError(f"hook timeout must be > 0 and <= {MAX_HOOK_TIMEOUT:g} s, got {value!r}")
+    return float(value)
+
+
+def resolve_timeout(decorator: float | None, manifest: float | None) -> float | None:
+    """Timeout precedence: the decorator's, else the manifest's, else None, which means
+    ``ISP_HOOK_TIMEOUT`` (the registry's default, resolved when dispatch tables are built)."""
+    return decorator or manifest
+
+
 def check_slug(value: str, what: str = "name") -> str:
     if not SLUG.match(value):
         raise ValueError(
@@ -68,9 +88,7 @@ class HookSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _event_name(cls, value: str) -> str:
-        if not EVENT.match(value):
-            raise ValueError(f"{value!r} is not an event name (lowercase, digits, '_', '.')")
-        return value
+        return check_event(value)
 
 
 class Manifest(BaseModel):
@@ -121,8 +139,7 @@ class Manifest(BaseModel):
     @classmethod
     def _event_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
-            if not EVENT.match(name):
-                raise ValueError(f"{name!r} is not an event name (lowercase, digits, '_', '.')")
+            check_event(name)
         return value
 
     @field_validator("requires_isp")
@@ -164,28 +181,54 @@ def read_manifest(folder: Path, label: str | None = None) -> Manifest:
     The manifest's ``name`` must equal the folder name.
     """
     label = label or f"{folder.parent.name}/{folder.name}/{MANIFEST_FILE}"
-    path = folder / MANIFEST_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = (folder / MANIFEST_FILE).read_bytes()
     except FileNotFoundError:
         raise _invalid(folder.name, label, "file not found; every plugin needs one") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise _invalid(folder.name, label, f"cannot be read: {exc}") from exc
+    return parse_manifest(raw, label, folder=folder.name)
+
+
+def parse_manifest(raw: bytes, label: str, *, folder: str | None = None) -> Manifest:
+    """The one manifest parser, for a file on disk and an entry of a zip alike.
+
+    UTF-8 with or without a byte-order mark; a key repeated in one object is refused
+    (``json`` would silently keep the last one). ``folder``, when the plugin sits in a
+    folder, must equal the manifest's ``name``. Raises ``PluginInvalid`` naming ``label``
+    and the field.
+    """
+    plugin = folder or ""
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as exc:
+        why = f"is not UTF-8 text (bad byte at offset {exc.start})"
+        raise _invalid(plugin, label, why) from exc
     except json.JSONDecodeError as exc:
         why = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        raise _invalid(folder.name, label, why) from exc
+        raise _invalid(plugin, label, why, line=exc.lineno, col=exc.colno) from exc
+    except (ValueError, RecursionError) as exc:  # a repeated key; absurdly deep nesting
+        raise _invalid(plugin, label, f"not usable JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise _invalid(folder.name, label, "must be a JSON object")
+        kind = {"list": "an array", "str": "a string"}.get(type(data).__name__, "a scalar")
+        raise _invalid(plugin, label, f"must be a JSON object ({{...}}), not {kind}")
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise _from_validation(folder.name, label, exc) from exc
-    if manifest.name != folder.name:
-        why = f"{manifest.name!r} does not match the folder name {folder.name!r}; rename one"
-        raise _invalid(folder.name, label, why, loc=("name",))
+        raise _from_validation(plugin, label, exc) from exc
+    if folder is not None and manifest.name != folder:
+        why = f"{manifest.name!r} does not match the folder name {folder!r}; rename one"
+        raise _invalid(folder, label, why, loc=("name",))
     return manifest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
 
 
 def _from_validation(plugin: str, label: str, exc: ValidationError) -> PluginInvalid:
@@ -200,13 +243,20 @@ def _from_validation(plugin: str, label: str, exc: ValidationError) -> PluginInv
             msg = "unknown field (check its spelling)"
         messages.append(f"{'.'.join(loc) or '(root)'}: {msg}")
         errors.append({"loc": ["manifest.json", *loc], "msg": msg})
-    return PluginInvalid(f"{label}: " + "; ".join(messages), plugin=plugin, errors=errors)
+    return PluginInvalid(f"{label}: " + "; ".join(messages), errors=errors, **_owner(plugin))
 
 
-def _invalid(plugin: str, label: str, msg: str, loc: tuple[str, ...] = ()) -> PluginInvalid:
+def _invalid(
+    plugin: str, label: str, msg: str, loc: tuple[str, ...] = (), **more: Any
+) -> PluginInvalid:
     where = f"{'.'.join(loc)}: " if loc else ""
     return PluginInvalid(
         f"{label}: {where}{msg}",
-        plugin=plugin,
-        errors=[{"loc": ["manifest.json", *loc], "msg": msg}],
+        errors=[{"loc": ["manifest.json", *loc], "msg": msg, **more}],
+        **_owner(plugin),
     )
+
+
+def _owner(plugin: str) -> dict[str, Any]:
+    """``plugin`` for the problem, when known (a zip's root-level manifest has no folder)."""
+    return {"plugin": plugin} if plugin else {}

@@ -2,7 +2,8 @@
 
 Every finished call goes through here exactly once: ``succeeded`` on the hot path,
 ``settle`` otherwise. A failure becomes a ``PluginError`` carrying ``plugin``, ``hook``,
-``event`` and ``detail`` in ``extra`` (rendered into problem+json): the hook's own
+``event``, ``function`` (which of the plugin's functions for the event) and ``detail`` in
+``extra`` (rendered into problem+json): the hook's own
 ``PluginError`` (its status, 422 by default), ``HookTimeout`` (504) or ``HookCrashed``
 (502, traceback logged). Several critical failures aggregate into ``WorkflowAborted``.
 """
@@ -70,6 +71,7 @@ def failure_of(
     failure.extra.setdefault("plugin", entry.plugin)
     failure.extra.setdefault("hook", entry.hook)
     failure.extra.setdefault("event", event)
+    failure.extra.setdefault("function", entry.function)  # one of several for the event
     failure.extra.setdefault("detail", failure.detail)
     return failure
 

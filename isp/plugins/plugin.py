@@ -9,18 +9,21 @@ Lifecycle callbacks take no arguments and may be sync or async:
 - ``on_disable``: it stops serving (on disable, and before unloading an enabled plugin);
 - ``on_unload``: its code is about to be dropped (stop, reload, uninstall).
 
-``Plugin(settings=Model)`` declares a pydantic model of the plugin's settings; hooks read
-``plugin.settings``, the values in force at that moment (defaults < stored through
-``PUT /plugins/<name>/settings`` < ``ISP_PLUGIN_<NAME>__<FIELD>``), so a change reaches
-the next hook call without a reload. See :mod:`isp.plugins.settings`.
+``Plugin(settings=Model)`` declares a pydantic model of the plugin's settings and makes
+the object a ``Plugin[Model]``: hooks read ``plugin.settings``, typed ``Model``, the values
+in force at that moment (defaults < stored through ``PUT /plugins/<name>/settings`` <
+``ISP_PLUGIN_<NAME>__<FIELD>``), so a change reaches the next hook call without a
+reload; always an instance of this copy's ``Model``, even across a reload. A plugin
+without settings is a ``Plugin[None]``. See :mod:`isp.plugins.settings`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, TypeAlias, final
+from typing import TYPE_CHECKING, Final, Generic, TypeAlias, cast, final, overload
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
 
 from isp.plugins.settings import settings_store
 
@@ -30,9 +33,12 @@ if TYPE_CHECKING:
 Callback: TypeAlias = Callable[[], Awaitable[None] | None]
 CALLBACKS: Final = ("on_load", "on_enable", "on_disable", "on_unload")
 
+S = TypeVar("S", bound=BaseModel | None, default=None)
+M = TypeVar("M", bound=BaseModel)
+
 
 @final
-class Plugin:
+class Plugin(Generic[S]):
     """A plugin's identity, lifecycle and settings (``settings_model`` is the class)."""
 
     __slots__ = (
@@ -45,6 +51,28 @@ class Plugin:
         "settings_model",
         "version",
     )
+
+    @overload
+    def __init__(
+        self: Plugin[None],
+        *,
+        on_load: Callback | None = None,
+        on_unload: Callback | None = None,
+        on_enable: Callback | None = None,
+        on_disable: Callback | None = None,
+        settings: None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Plugin[M],
+        *,
+        on_load: Callback | None = None,
+        on_unload: Callback | None = None,
+        on_enable: Callback | None = None,
+        on_disable: Callback | None = None,
+        settings: type[M],
+    ) -> None: ...
 
     def __init__(
         self,
@@ -88,17 +116,17 @@ class Plugin:
             settings_store.forget(manifest.name)
 
     @property
-    def settings(self) -> BaseModel | None:
+    def settings(self) -> S:
         """The settings in force now (an instance of ``settings_model``), or None.
 
         Cheap (no I/O): call it on every hook call rather than keeping the value.
         """
         model = self.settings_model
         if model is None:
-            return None
+            return cast(S, None)
         if self.name is None:  # not loaded by the service: defaults
-            return settings_store.defaults(model)
-        return settings_store.current(self.name, model)
+            return cast(S, settings_store.defaults(model))
+        return cast(S, settings_store.current(self.name, model))
 
     def callback(self, name: str) -> Callback | None:
         if name not in CALLBACKS:

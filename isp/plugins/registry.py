@@ -12,7 +12,8 @@ validated plugins into it and the runtime persists enabled flags.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from contextvars import ContextVar, Token
+from typing import Any, Final, TypeVar
 
 from isp.plugins.dispatch import Emission, EventPlan, dispatch_one
 from isp.plugins.hooks import (
@@ -22,7 +23,8 @@ from isp.plugins.hooks import (
     registration,
     staged_table,
 )
-from isp.plugins.manifest import EVENT, MAX_HOOK_TIMEOUT
+from isp.plugins.manifest import check_event, check_timeout
+from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,7 +51,7 @@ class PluginRegistry:
     def __init__(
         self, *, default_timeout: float = DEFAULT_TIMEOUT, adhoc_owner: str | None = None
     ) -> None:
-        self._default_timeout = _check_timeout(default_timeout)
+        self._default_timeout = check_timeout(default_timeout)
         self._adhoc_owner = adhoc_owner
         self._declared: frozenset[str] = frozenset()
         self._events: frozenset[str] = frozenset()
@@ -60,15 +62,14 @@ class PluginRegistry:
 
     def configure(self, *, default_timeout: float) -> None:
         """Set the timeout of hooks that declare none (``ISP_HOOK_TIMEOUT``)."""
-        self._default_timeout = _check_timeout(default_timeout)
+        self._default_timeout = check_timeout(default_timeout)
         self._rebuild()
 
     def declare_events(self, events: Iterable[str]) -> None:
         """Add events to the catalogue hooks may register for (idempotent)."""
         names = frozenset(events)
         for name in names:
-            if not EVENT.match(name):
-                raise ValueError(f"{name!r} is not an event name (lowercase, digits, '_', '.')")
+            check_event(name)
         self._declared |= names
         self._rebuild()
 
@@ -98,7 +99,7 @@ class PluginRegistry:
         criticality in its manifest.
         """
         if timeout is not None:
-            _check_timeout(timeout)  # fail at the decorator line, not at import's end
+            check_timeout(timeout)  # fail at the decorator line, not at import's end
 
         def decorate(func: F) -> F:
             reg = registration(event, func, timeout)
@@ -127,10 +128,14 @@ class PluginRegistry:
         if reg.event not in self._events:
             known = ", ".join(sorted(self._events)) or "(none declared)"
             raise ValueError(f"registry.hook({reg.event!r}): unknown event; known: {known}")
+        spec = SPECS_BY_NAME.get(reg.event)
+        if spec is not None:
+            try:
+                verify(reg.func, reg.function, spec)
+            except SignatureMismatch as exc:
+                raise ValueError(f"plugin {owner!r}: hook for {reg.event}: {exc}") from None
         current = self._plugins.get(owner)
         entries = current.entries if current else ()
-        if any(e.event == reg.event for e in entries):
-            raise ValueError(f"plugin {owner!r} already has a hook for {reg.event!r}")
         entry = HookEntry(owner, reg, timeout=reg.timeout, critical=critical)
         self.publish(owner, (*entries, entry), enabled=current.enabled if current else True)
 
@@ -215,11 +220,54 @@ class PluginRegistry:
         self._plans = plans  # the one assignment emits observe
 
 
-def _check_timeout(value: float) -> float:
-    if not 0 < value <= MAX_HOOK_TIMEOUT:
-        raise ValueError(f"hook timeout must be > 0 and <= {MAX_HOOK_TIMEOUT}, got {value!r}")
-    return float(value)
+_CURRENT: ContextVar[PluginRegistry | None] = ContextVar("isp_current_registry", default=None)
 
 
-registry = PluginRegistry()
-"""The application's registry: the core emits through it, plugins register on it."""
+class CurrentRegistry:
+    """What ``from isp.plugins import registry`` is: the registry of the application
+    serving the current request or task, so two apps in one process keep their plugins
+    apart while plugin code and the core keep writing ``registry.hook`` / ``registry.emit``.
+
+    An app binds its own registry (:meth:`bind`) when it starts serving and for every
+    request, so the tasks it starts inherit it; outside any app (a script, a test that
+    builds no app) the process default answers.
+    """
+
+    def __init__(self) -> None:
+        self._default = PluginRegistry()
+
+    def current(self) -> PluginRegistry:
+        return _CURRENT.get() or self._default
+
+    @staticmethod
+    def bind(target: PluginRegistry) -> Token[PluginRegistry | None]:
+        """Make ``target`` the registry of this context and of the tasks it starts."""
+        return _CURRENT.set(target)
+
+    def hook(
+        self,
+        event: str,
+        *,
+        timeout: float | None = None,
+        plugin: str | None = None,
+        critical: bool = True,
+    ) -> Callable[[F], F]:
+        return self.current().hook(event, timeout=timeout, plugin=plugin, critical=critical)
+
+    async def emit(self, event: str, /, *args: Any, **kwargs: Any) -> list[HookResult]:
+        return await self.current().emit(event, *args, **kwargs)
+
+    @property
+    def default_timeout(self) -> float:
+        return self.current().default_timeout
+
+    @property
+    def events(self) -> frozenset[str]:
+        return self.current().events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current(), name)
+
+
+registry: Final = CurrentRegistry()
+"""The author-facing registry: the running app's (see :class:`CurrentRegistry`)."""

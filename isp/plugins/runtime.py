@@ -18,19 +18,17 @@ import builtins
 import inspect
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
-from isp.plugins import tables
+from isp.plugins import records, tables
 from isp.plugins.archive import tree_digest_async
 from isp.plugins.dependencies import Node, dependants, load_order, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
-from isp.plugins.hooks import NAMESPACE
-from isp.plugins.loader import MODELS, LoadedPlugin, detach, load, reinstate
-from isp.plugins.manifest import Manifest
-from isp.plugins.records import persist_enabled, sync_records
+from isp.plugins.hooks import NAMESPACE, is_async
+from isp.plugins.loader import MODELS, LoadedPlugin, detach, load_within, reinstate
+from isp.plugins.manifest import SLUG, Manifest
 from isp.plugins.registry import PluginRegistry
 from isp.plugins.settings import settings_store
 from isp.plugins.state import PluginState
@@ -53,20 +51,8 @@ class PluginRuntime:
 
     async def start(self) -> None:
         """Discover and load every plugin; Tortoise must be initialised and migrated."""
-        self._registry.configure(default_timeout=self._settings.hook_timeout)
-        sources = await discover_async(self._settings.plugins_dir)
+        await self.discover()
         async with self._lock:
-            records = await sync_records(sources)
-            for source in sources:
-                record = records.get(source.name)
-                self._states[source.name] = PluginState(
-                    name=source.name,
-                    source=source,
-                    enabled=record.enabled if record else True,
-                    origin=record.source if record else "local",
-                    sha256=record.sha256 if record else None,
-                    tree_sha256=record.tree_sha256 if record else None,
-                )
             order, refused = load_order({n: s.requires for n, s in self._states.items()})
             for name, why in refused.items():
                 self._failed(self._states[name], why)
@@ -75,6 +61,24 @@ class PluginRuntime:
         active = sum(1 for s in self._states.values() if s.loaded is not None)
         log.info("plugins started: %d loaded, %d failed", active, len(self._states) - active)
 
+    async def discover(self) -> None:
+        """Know every plugin folder and its record without running any plugin code (what
+        ``isp plugins uninstall`` needs while the service is stopped)."""
+        self._registry.configure(default_timeout=self._settings.hook_timeout)
+        sources = await discover_async(self._settings.plugins_dir)
+        async with self._lock:
+            known = await records.sync_local(sources)
+            for source in sources:
+                record = known.get(source.name)
+                self._states[source.name] = PluginState(
+                    name=source.name,
+                    source=source,
+                    enabled=record.enabled if record else True,
+                    origin=record.source if record else "local",
+                    sha256=record.sha256 if record else None,
+                    tree_sha256=record.tree_sha256 if record else None,
+                )
+
     async def stop(self) -> None:
         """Unload every plugin (``on_disable`` when enabled, then ``on_unload``)."""
         async with self._lock:
@@ -82,21 +86,29 @@ class PluginRuntime:
                 await self._unload(self._states.pop(name))
 
     async def load_plugin(
-        self, name: str, *, installed: tuple[str, str] | None = None
+        self,
+        name: str,
+        *,
+        installed: tuple[str, str] | None = None,
+        manifest: Manifest | None = None,
     ) -> dict[str, Any]:
         """Load ``plugins_dir/<name>``, or reload it: the new version replaces the old
         only when it is valid; otherwise the old one keeps serving (``reload_error``).
 
         ``installed`` = (zip sha256, tree sha256) marks an uploaded version: its files are
-        checked against the tree digest before every load from now on.
+        checked against the tree digest before every load from now on. ``manifest``: the
+        one already parsed from its zip (not read again from disk).
         """
         folder = self._settings.plugins_dir / name
-        source = await asyncio.to_thread(describe, folder)
+        if manifest is not None:
+            source = PluginSource(name, folder, f"{folder.parent.name}/{name}", manifest)
+        else:
+            source = await asyncio.to_thread(describe, folder)
         async with self._lock:
             state = self._states.get(name)
             if state is None:
-                records = await sync_records([source])
-                record = records.get(name)
+                known = await records.sync_local([source])
+                record = known.get(name)
                 state = PluginState(
                     name,
                     source,
@@ -116,7 +128,7 @@ class PluginRuntime:
             ):
                 state.origin, state.sha256, state.tree_sha256 = previous
             if state.loaded is not None and state.loaded_at and state.source is source:
-                await sync_records([source])  # the version now serving
+                await records.sync_local([source])  # the version now serving
             return self._describe(state)
 
     async def unload_plugin(self, name: str) -> None:
@@ -140,13 +152,14 @@ class PluginRuntime:
         return sorted(n for n, s in self._states.items() if name in s.requires)
 
     async def set_enabled(
-        self, name: str, enabled: bool, *, cascade: bool = False
+        self, name: str, enabled: bool, *, cascade: bool = False, actor: str | None = None
     ) -> dict[str, Any]:
         """Enable or disable at run time, without unloading code; persisted in the DB.
 
         Enabling needs every requirement enabled and in range (409 otherwise); disabling
         a plugin that enabled plugins depend on is refused unless ``cascade``, which
-        disables those first.
+        disables those first. Each flag that changes is one transaction (record, audit
+        entry for ``actor``, generation).
         """
         self._get(name)
         if enabled:
@@ -154,9 +167,23 @@ class PluginRuntime:
             if problems:
                 raise Conflict("; ".join(problems), plugin=name)
         else:
-            for dependant in reversed(self.check_dependants(name, cascade=cascade)):
-                await self._set_enabled(dependant, False)
-        return await self._set_enabled(name, enabled)
+            await self.disable_dependants(name, cascade=cascade, actor=actor)
+        return await self._set_enabled(name, enabled, actor)
+
+    async def disable_dependants(self, name: str, *, cascade: bool, actor: str | None) -> None:
+        """Disable the enabled plugins that depend on ``name`` (409 unless ``cascade``)."""
+        for dependant in reversed(self.check_dependants(name, cascade=cascade)):
+            await self._set_enabled(dependant, False, actor, {"cascade_from": name})
+
+    async def install_version(
+        self, name: str, installed: tuple[str, str], manifest: Manifest
+    ) -> None:
+        """Import and publish the version just promoted; ``PluginInvalid`` when it fails."""
+        await self.load_plugin(name, installed=installed, manifest=manifest)
+        state = self._states[name]
+        failure = state.reload_error or (state.error if state.loaded is None else None)
+        if failure:
+            raise PluginInvalid(failure, plugin=name)
 
     def check_dependants(self, name: str, *, cascade: bool) -> builtins.list[str]:
         """Enabled plugins that depend on ``name``; refused (409) unless ``cascade``."""
@@ -170,14 +197,27 @@ class PluginRuntime:
             )
         return found
 
-    async def _set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+    async def _set_enabled(
+        self, name: str, enabled: bool, actor: str | None, detail: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         async with self._lock:
             state = self._get(name)
             loaded = state.loaded
             if enabled != state.enabled:
+                if not SLUG.match(name):
+                    why = state.error or f"{name!r} is not a plugin name"
+                    raise PluginInvalid(why, plugin=name)
                 if enabled and loaded is not None:
                     await self._call(state, loaded, "on_enable")
-                await persist_enabled(state.name, state.source, enabled, state.error)
+                manifest = loaded.manifest if loaded else state.source.manifest
+                await records.set_enabled(
+                    name,
+                    enabled,
+                    version=manifest.version if manifest else None,
+                    actor=actor,
+                    sha256=state.sha256,
+                    detail=detail,
+                )
                 state.enabled = enabled
                 if loaded is not None:
                     self._registry.set_enabled(name, enabled)
@@ -195,20 +235,13 @@ class PluginRuntime:
         """The plugin's JSON with per-hook ``stats`` (calls, failures, timeouts, p50/p95)."""
         return self._describe(self._get(name))
 
-    async def validate_candidate(self, folder: Path) -> Manifest:
-        """Import and validate a plugin folder that is not installed yet (an upload).
-
-        The version serving under the same name is untouched: its modules are put back
-        in ``sys.modules`` once the candidate passed. Raises ``PluginInvalid``.
-        """
-        source = await asyncio.to_thread(describe, folder)
-        async with self._lock:
-            state = self._states.get(source.name)
-            serving = state.loaded.modules if state and state.loaded else {}
-            candidate = await asyncio.to_thread(load, source, self._known_events(source))
-            detach(source.name)
-            reinstate(serving)
-        return candidate.manifest
+    def known_events(self, manifest: Manifest | None) -> set[str]:
+        """Events a plugin with ``manifest`` may hook here (what a candidate is checked with)."""
+        known = set(self._registry.events)
+        for state in self._states.values():
+            if state.source.manifest is not None:
+                known |= set(state.source.manifest.events)
+        return known | set(manifest.events if manifest else ())
 
     def apply_enabled(self, name: str, enabled: bool) -> None:
         """Follow an enabled flag another instance persisted (no database write here)."""
@@ -251,6 +284,12 @@ class PluginRuntime:
         state = self._states.get(name)
         return state.loaded.manifest.version if state and state.loaded else None
 
+    def manifest_version(self, name: str) -> str | None:
+        """The version its folder's manifest declares (served or not)."""
+        state = self._states.get(name)
+        manifest = state.source.manifest if state else None
+        return manifest.version if manifest else None
+
     def list(self) -> builtins.list[dict[str, Any]]:
         return [
             {**self._states[name].to_json(), "required_by": self.required_by(name)}
@@ -269,6 +308,7 @@ class PluginRuntime:
         stats = [
             {
                 "hook": entry.hook,
+                "event": entry.event,
                 "function": entry.function,
                 "timeout": self._registry.timeout_of(entry),
                 "critical": entry.critical,
@@ -312,8 +352,12 @@ class PluginRuntime:
         try:
             if migrate:
                 await tables.migrate(state.name, source.path)
-            new = await asyncio.to_thread(
-                load, source, self._known_events(source), keep_models=keep_models
+            new = await load_within(
+                source,
+                self._known_events(source),
+                self._settings.plugin_import_timeout,
+                keep_models=keep_models,
+                restore=lambda: state.loaded.modules if state.loaded else {},
             )
             models = new.modules.get(f"{NAMESPACE}.{state.name}.{MODELS}")
             if models is not None and not (
@@ -397,8 +441,8 @@ class PluginRuntime:
         limit = self._settings.hook_timeout
         try:
             async with asyncio.timeout(limit):
-                if inspect.iscoroutinefunction(callback):
-                    await callback()
+                if is_async(callback):
+                    await callback()  # type: ignore[misc]
                 else:
                     result = await asyncio.to_thread(callback)
                     if inspect.isawaitable(result):

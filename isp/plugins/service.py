@@ -1,39 +1,45 @@
 """``PluginService``: install, upgrade, enable, disable and uninstall, all or nothing.
 
-An upload goes: validate the zip in memory -> stage its files in a dot-folder of
-``ISP_PLUGINS_DIR`` -> import and validate the staged code (the serving version keeps
-serving) -> store the zip in the object store under ``<name>/<version>/<sha256>.zip``
--> swap the folder in with renames -> load it -> write the record, the audit entry and
-bump the plugin generation in one transaction. Any failure undoes what was done, in
-reverse: no folder, no record, no object left behind, the old version still serving.
+An upload is one pipeline, one step per line of :meth:`PluginService.upload`:
 
-Every change bumps ``PluginGeneration``; other instances poll it (:mod:`sync`).
+1. inspect: the zip checked in memory, its manifest parsed once (:mod:`archive`);
+2. decide: install, upgrade, nothing to do, or a refusal (:meth:`_decide`);
+3. stage: the files in one folder, ``ISP_PLUGINS_DIR/.staging-*/<name>``;
+4. validate: imported and checked in a throwaway child process under
+   ``ISP_PLUGIN_IMPORT_TIMEOUT`` (:mod:`candidate`): nothing of a candidate runs in the
+   server before it is accepted;
+5. store the zip, journal the intent, promote the folder (two renames), apply its
+   migrations, import it once in the server and publish it (:meth:`_switch`);
+6. record: record, audit entry and generation in one transaction (:mod:`records`).
+
+A failure at any step undoes the steps before it and raises a typed ``ISPError``; every
+attempt, refused ones included, leaves an audit entry with the zip's sha256 and outcome.
+A kill in the middle leaves a journal that start-up finishes or undoes (:mod:`recovery`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-import secrets
 import shutil
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
-from tortoise.transactions import in_transaction
 
 import isp
-from isp import audit
 from isp.config import Settings
-from isp.errors import Conflict, ISPError, NotFound, PluginInvalid, ValidationFailed
+from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
 from isp.plugins import archive as zips
+from isp.plugins import records, recovery, tables
 from isp.plugins import store as files
-from isp.plugins import tables
+from isp.plugins.candidate import validate_candidate
 from isp.plugins.dependencies import check_install, check_upgrade
-from isp.plugins.manifest import Manifest
-from isp.plugins.models import PluginGeneration, PluginRecord
+from isp.plugins.models import PluginRecord
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.tables import drop as drop_tables
 from isp.plugins.tables import registered_tables
@@ -41,7 +47,26 @@ from isp.storage import ObjectStore
 
 log = logging.getLogger("isp.plugins.service")
 
-UPLOAD_DIR_PREFIX = ".upload-"
+REPLACED_DIR = "replaced-plugins"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What an accepted upload will do; ``action`` is ``install``, ``upgrade`` or ``none``."""
+
+    archive: zips.PluginArchive
+    action: str
+    installed: str | None  # the version serving now, if any
+    enabled: bool
+    replaces_local: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.archive.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.archive.manifest.version
 
 
 class PluginService:
@@ -68,22 +93,44 @@ class PluginService:
     # -- install / upgrade -------------------------------------------------------------
 
     async def upload(
-        self, data: bytes, actor: str, *, force: bool = False
+        self, data: bytes, actor: str, *, force: bool = False, replace_local: bool = False
     ) -> tuple[dict[str, Any], int]:
         """Install or upgrade from a zip; (Plugin JSON, 201 installed | 200 upgraded/same)."""
-        archive = await zips.inspect_zip_async(
-            data,
-            max_size=self._settings.plugin_max_upload,
-            validate_manifest=Manifest.model_validate,
-        )
-        manifest = Manifest.model_validate(archive.manifest)
+        name: str | None = None
+        archive: zips.PluginArchive | None = None
+        try:
+            archive = await zips.inspect_zip_async(data, max_size=self._settings.plugin_max_upload)
+            name, sha256 = archive.manifest.name, archive.sha256
+            async with self._lock:
+                plan = await self._decide(archive, force=force, replace_local=replace_local)
+                if plan.action == "none":
+                    await records.attempt(
+                        actor, "upload", name, sha256=sha256, outcome="unchanged",
+                        from_version=plan.installed, to_version=plan.version,
+                    )  # fmt: skip
+                    return self._runtime.describe(name), 200
+                staged = await files.stage_async(archive, self._settings.plugins_dir, name)
+                try:
+                    await self._validate(staged, plan)
+                    await self._switch(plan, staged, data, actor)
+                finally:
+                    await files.discard_async(staged if staged.exists() else None)
+        except ISPError as exc:
+            if archive is None:  # refused before it was hashed
+                sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+            await records.attempt(
+                actor, "upload", name, sha256=sha256, outcome="refused",
+                reason=exc.detail, status=exc.status_code,
+            )  # fmt: skip
+            raise
+        return self._runtime.describe(plan.name), 201 if plan.installed is None else 200
+
+    async def _decide(
+        self, archive: zips.PluginArchive, *, force: bool, replace_local: bool
+    ) -> Plan:
+        """Install, upgrade, nothing to do, or a refusal (409) before anything is written."""
+        manifest = archive.manifest
         name = manifest.name
-        if archive.root_prefix and archive.root_prefix != name:
-            raise ValidationFailed(
-                f"the zip's folder {archive.root_prefix!r} does not match the manifest name "
-                f"{name!r}; rename one",
-                errors=[{"loc": ["manifest.json", "name"], "msg": "does not match the folder"}],
-            )
         incompatible = manifest.isp_incompatibility(isp.__version__)
         if incompatible:
             raise PluginInvalid(
@@ -91,128 +138,146 @@ class PluginService:
                 plugin=name,
                 errors=[{"loc": ["manifest.json", "requires_isp"], "msg": incompatible}],
             )
-        async with self._lock:
-            record = await PluginRecord.get_or_none(name=name)
-            installed = record.version if record and record.source != "removed" else None
-            if installed is not None:
-                assert record is not None
-                if Version(manifest.version) == Version(installed):
-                    if record.sha256 == archive.sha256:
-                        return self._runtime.describe(name), 200
-                    raise Conflict(
-                        f"{name} {installed} is installed with different content "
-                        f"(sha256 {(record.sha256 or 'local files')[:12]}...); "
-                        "publish the change under a new version",
-                        plugin=name,
-                        installed=installed,
-                        uploaded=manifest.version,
-                    )
-                if Version(manifest.version) < Version(installed) and not force:
-                    raise Conflict(
-                        f"{name} {installed} is installed; {manifest.version} would be a "
-                        "downgrade (add ?force=true to downgrade)",
-                        plugin=name,
-                        installed=installed,
-                        uploaded=manifest.version,
-                    )
-            graph = self._runtime.graph()
-            check_install(name, manifest.requires, graph)
-            if installed is not None:
-                check_upgrade(name, manifest.version, graph)
-            action = "install" if installed is None else "upgrade"
-            await self._install(data, archive, manifest, record, actor, action, installed)
-            return self._runtime.describe(name), 201 if installed is None else 200
+        record = await PluginRecord.get_or_none(name=name)
+        present = record is not None and record.source != "removed"
+        installed = record.version if record is not None and present else None
+        enabled = record.enabled if record is not None and present else True
+        local = present and record is not None and record.source == "local"
+        if local and await self._same_files_as_local(name, archive):
+            return Plan(archive, "none", installed, enabled)
+        if installed is not None and record is not None:
+            new, old = Version(manifest.version), Version(installed)
+            if new == old and record.sha256 == archive.sha256:
+                return Plan(archive, "none", installed, enabled)
+            if new == old:
+                raise Conflict(
+                    f"{name} {installed} is installed with different content "
+                    f"(sha256 {(record.sha256 or 'local files')[:12]}...); "
+                    "publish the change under a new version",
+                    plugin=name,
+                    installed=installed,
+                    uploaded=manifest.version,
+                )
+            if new < old and not force:
+                raise Conflict(
+                    f"{name} {installed} is installed; {manifest.version} would be a "
+                    "downgrade (add ?force=true to downgrade)",
+                    plugin=name,
+                    installed=installed,
+                    uploaded=manifest.version,
+                )
+            if local and not replace_local:
+                raise Conflict(
+                    f"{name} {installed} is a local plugin (its folder was put in "
+                    f"ISP_PLUGINS_DIR by hand); add ?replace_local=true to replace it with "
+                    f"{manifest.version}: the folder is then moved to "
+                    f"ISP_DATA_DIR/{REPLACED_DIR}/, not deleted",
+                    plugin=name,
+                    installed=installed,
+                    uploaded=manifest.version,
+                )
+        graph = self._runtime.graph()
+        check_install(name, manifest.requires, graph)
+        if installed is not None:
+            check_upgrade(name, manifest.version, graph)
+        action = "install" if installed is None else "upgrade"
+        return Plan(archive, action, installed, enabled, replaces_local=local)
 
-    async def _install(
-        self,
-        data: bytes,
-        archive: zips.PluginArchive,
-        manifest: Manifest,
-        record: PluginRecord | None,
-        actor: str,
-        action: str,
-        installed: str | None,
-    ) -> None:
-        name, plugins_dir = manifest.name, self._settings.plugins_dir
-        key = files.object_key(name, manifest.version, archive.sha256)
-        async with self._staged(archive, name) as candidate:
-            await self._runtime.validate_candidate(candidate)
-            object_existed = await self._store.exists(self.bucket, key)
-            if not object_existed:
-                await files.upload(
-                    self._store, self.bucket, data, name, manifest.version, archive.sha256
-                )
-            backup: Path | None = None
-            promoted = False
-            migrations_before = await tables.applied(name)
-            try:
-                ready = await asyncio.to_thread(_unnest, candidate, plugins_dir, name)
+    async def _same_files_as_local(self, name: str, archive: zips.PluginArchive) -> bool:
+        folder = self._settings.plugins_dir / name
+        if not await asyncio.to_thread(folder.is_dir):
+            return False
+        return await zips.tree_digest_async(folder) == archive.tree_sha256
+
+    async def _validate(self, staged: Path, plan: Plan) -> None:
+        """The candidate's import and hooks, checked out of the server (``PluginInvalid``)."""
+        await validate_candidate(
+            staged,
+            self._runtime.known_events(plan.archive.manifest),
+            limit=self._settings.plugin_import_timeout,
+            name=plan.name,
+        )
+
+    async def _switch(self, plan: Plan, staged: Path, data: bytes, actor: str) -> None:
+        """Store, promote, migrate, import once, publish, record; undone on any failure."""
+        name, plugins_dir, archive = plan.name, self._settings.plugins_dir, plan.archive
+        key = files.object_key(name, plan.version, archive.sha256)
+        object_existed = await self._store.exists(self.bucket, key)
+        if not object_existed:
+            await files.upload(self._store, self.bucket, data, name, plan.version, archive.sha256)
+        backup = files.backup_path(plugins_dir, name)
+        intent = recovery.Intent(
+            name=name, action=plan.action, actor=actor, sha256=archive.sha256,
+            tree_sha256=archive.tree_sha256, from_version=plan.installed,
+            to_version=plan.version, backup=backup.name, object_key=key,
+            object_existed=object_existed,
+        )  # fmt: skip
+        await recovery.begin(plugins_dir, intent)
+        migrations_before = await tables.applied(name)
+        moved: Path | None = None
+        promoted = False
+        try:
+            moved = await files.promote_async(staged, plugins_dir, name, backup)
+            promoted = True
+            await files.write_marker_async(plugins_dir / name, archive.tree_sha256)
+            await self._runtime.install_version(
+                name, (archive.sha256, archive.tree_sha256), archive.manifest
+            )
+            await records.installed(
+                name, version=plan.version, sha256=archive.sha256,
+                tree_sha256=archive.tree_sha256, enabled=plan.enabled, actor=actor,
+                action=plan.action, from_version=plan.installed,
+            )  # fmt: skip
+        except BaseException:
+            if promoted:
+                # the new version's migrations are undone with its own files, before
+                # its folder goes away
                 try:
-                    backup = await files.promote_async(ready, plugins_dir, name)
-                except BaseException:
-                    await asyncio.to_thread(_remove_tree, ready)
-                    raise
-                promoted = True
-                await files.write_marker_async(plugins_dir / name, archive.tree_sha256)
-                described = await self._runtime.load_plugin(
-                    name, installed=(archive.sha256, archive.tree_sha256)
-                )
-                _raise_if_not_serving(name, described)
-                async with in_transaction() as conn:
-                    enabled = record.enabled if record and record.source != "removed" else True
-                    await PluginRecord.update_or_create(
-                        name=name,
-                        defaults={
-                            "version": manifest.version,
-                            "sha256": archive.sha256,
-                            "tree_sha256": archive.tree_sha256,
-                            "source": "upload",
-                            "enabled": enabled,
-                        },
-                        using_db=conn,
-                    )
-                    await audit.record(
-                        conn,
-                        actor,
-                        action,
-                        name,
-                        from_version=installed,
-                        to_version=manifest.version,
-                        sha256=archive.sha256,
-                    )
-                    await PluginGeneration.bump(conn)
-            except BaseException:
-                if promoted:
-                    # the new version's migrations are undone with its own files, before
-                    # its folder goes away
-                    try:
-                        await tables.migrate_back(name, plugins_dir / name, migrations_before)
-                    except Exception:  # the original failure is the one to report
-                        log.exception("plugin %s: migrations could not be undone", name)
-                    await self._restore(name, backup)
-                if not object_existed:
-                    with contextlib.suppress(ISPError):
-                        await self._store.delete(self.bucket, key)
-                raise
-            await files.discard_async(backup)
+                    await tables.migrate_back(name, plugins_dir / name, migrations_before)
+                except Exception:  # the original failure is the one to report
+                    log.exception("plugin %s: migrations could not be undone", name)
+                await self._restore(name, moved)
+            if not object_existed:
+                with contextlib.suppress(ISPError):
+                    await self._store.delete(self.bucket, key)
+            await recovery.end(plugins_dir, name)
+            raise
+        if plan.replaces_local and moved is not None:
+            await asyncio.to_thread(self._keep_replaced, moved, name, plan.installed)
+        else:
+            await files.discard_async(moved)
+        await recovery.end(plugins_dir, name)
         log.info(
             "plugin %s %s: %s -> %s",
             name,
-            action,
-            installed or "-",
-            manifest.version,
+            plan.action,
+            plan.installed or "-",
+            plan.version,
             extra={
                 "plugin": name,
-                "action": action,
-                "from_version": installed,
-                "to_version": manifest.version,
+                "action": plan.action,
+                "from_version": plan.installed,
+                "to_version": plan.version,
                 "sha256": archive.sha256,
             },
         )
 
+    def _keep_replaced(self, folder: Path, name: str, version: str | None) -> Path:
+        """A replaced local folder goes aside under ISP_DATA_DIR, never deleted."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self._settings.data_dir / REPLACED_DIR / f"{name}-{version or 'unknown'}-{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(folder, target)
+        log.warning(
+            "plugin %s: the local folder it replaced was moved to %s",
+            name,
+            target,
+            extra={"plugin": name, "path": str(target)},
+        )
+        return target
+
     async def _restore(self, name: str, backup: Path | None) -> None:
         """Put the previous folder back and serve it again (or unload a failed install)."""
-        await asyncio.to_thread(_remove_tree, self._settings.plugins_dir / name)
         await files.rollback_async(backup, self._settings.plugins_dir, name)
         if backup is None:
             if self._runtime.knows(name):
@@ -220,51 +285,19 @@ class PluginService:
         else:
             await self._runtime.load_plugin(name)
 
-    @contextlib.asynccontextmanager
-    async def _staged(self, archive: zips.PluginArchive, name: str) -> AsyncIterator[Path]:
-        """The archive's files in ``plugins_dir/.upload-*/<name>``, removed afterwards."""
-        parent = self._settings.plugins_dir / f"{UPLOAD_DIR_PREFIX}{secrets.token_hex(6)}"
-        staged = await files.stage_async(archive, self._settings.plugins_dir, name)
-        try:
-            await asyncio.to_thread(_nest, staged, parent, name)
-        except BaseException:
-            await asyncio.to_thread(_remove_tree, staged)
-            raise
-        try:
-            yield parent / name
-        finally:
-            await asyncio.to_thread(_remove_tree, parent)
-
     # -- enable / disable / uninstall --------------------------------------------------
 
     async def set_enabled(
         self, name: str, enabled: bool, actor: str, *, cascade: bool = False
     ) -> dict[str, Any]:
         async with self._lock:
-            cascaded = [] if enabled else self._runtime.check_dependants(name, cascade=cascade)
-            described = await self._runtime.set_enabled(name, enabled, cascade=cascade)
-            for dependant in cascaded:
-                async with in_transaction() as conn:
-                    await audit.record(
-                        conn, actor, "disable", dependant, detail={"cascade_from": name}
-                    )
-            async with in_transaction() as conn:
-                await audit.record(
-                    conn,
-                    actor,
-                    "enable" if enabled else "disable",
-                    name,
-                    from_version=described.get("version"),
-                    to_version=described.get("version"),
-                    sha256=described.get("sha256"),
-                )
-                await PluginGeneration.bump(conn)
-            return described
+            return await self._runtime.set_enabled(name, enabled, cascade=cascade, actor=actor)
 
     async def uninstall(
         self, name: str, actor: str, *, purge: bool = False, cascade: bool = False
     ) -> None:
-        """Unload and remove the plugin's folder; its data and settings stay unless purge.
+        """Unload and remove an uploaded plugin's folder; its data and settings stay unless
+        ``purge``. A local plugin's folder is never removed (409 saying how).
 
         Enabled plugins that depend on it are a 409, unless ``cascade`` disables them.
         """
@@ -272,36 +305,14 @@ class PluginService:
             record = await PluginRecord.get_or_none(name=name)
             if not self._runtime.knows(name) and (record is None or record.source == "removed"):
                 raise NotFound(f"no plugin named {name!r}", plugin=name)
-            for dependant in reversed(self._runtime.check_dependants(name, cascade=cascade)):
-                await self._runtime.set_enabled(dependant, False)
-                async with in_transaction() as conn:
-                    await audit.record(
-                        conn, actor, "disable", dependant, detail={"cascade_from": name}
-                    )
+            refuse_local(name, record, self._runtime.origin_of(name))
+            await self._runtime.disable_dependants(name, cascade=cascade, actor=actor)
             tables_to_drop = registered_tables(name) if purge else []
             version = record.version if record else self._runtime.version_of(name)
             if self._runtime.knows(name):
                 await self._runtime.unload_plugin(name)
             await files.remove_plugin_dir_async(self._settings.plugins_dir, name)
-            async with in_transaction() as conn:
-                if purge:
-                    await PluginRecord.filter(name=name).using_db(conn).delete()
-                else:
-                    await (
-                        PluginRecord.filter(name=name)
-                        .using_db(conn)
-                        .update(
-                            source="removed",
-                            version=None,
-                            sha256=None,
-                            tree_sha256=None,
-                            enabled=False,
-                        )
-                    )
-                await audit.record(
-                    conn, actor, "uninstall", name, from_version=version, detail={"purge": purge}
-                )
-                await PluginGeneration.bump(conn)
+            await records.uninstalled(name, version=version, actor=actor, purge=purge)
             if purge:
                 await drop_tables(name, tables_to_drop)
                 for stored in await self._store.list(self.bucket, f"{name}/"):
@@ -309,28 +320,14 @@ class PluginService:
         log.info("plugin %s uninstalled", name, extra={"plugin": name, "purge": purge})
 
 
-def _raise_if_not_serving(name: str, described: dict[str, Any]) -> None:
-    failure = described.get("reload_error") or (
-        described.get("error") if described["status"] == "error" else None
-    )
-    if failure:
-        raise PluginInvalid(str(failure), plugin=name)
-
-
-def _nest(staged: Path, parent: Path, name: str) -> None:
-    parent.mkdir()
-    staged.rename(parent / name)
-
-
-def _unnest(candidate: Path, plugins_dir: Path, name: str) -> Path:
-    """Move a validated candidate next to its final place (promote renames from there)."""
-    ready = plugins_dir / f".ready-{name}-{secrets.token_hex(6)}"
-    candidate.rename(ready)
-    return ready
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_symlink():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+def refuse_local(name: str, record: PluginRecord | None, origin: str | None) -> None:
+    """A local plugin is the operator's folder: uninstalling it is theirs to do."""
+    if (record.source if record is not None else origin) == "local":
+        raise Conflict(
+            f"{name} is a local plugin (a folder put in ISP_PLUGINS_DIR by hand, not "
+            f"uploaded), so it is not removed here: delete or move the folder "
+            f"ISP_PLUGINS_DIR/{name} yourself (the service unloads it), or disable it with "
+            f"PUT /plugins/{name}/disable",
+            plugin=name,
+            source="local",
+        )

@@ -35,10 +35,8 @@ from isp.plugins.settings_values import (
 )
 
 if TYPE_CHECKING:
-    from tortoise.backends.base.client import BaseDBAsyncClient
 
     from isp.crypto import SecretBox
-    from isp.plugins.models import PluginRecord
 
 log = logging.getLogger("isp.plugins.settings")
 
@@ -166,6 +164,7 @@ class SettingsStore:
         """
         from tortoise.transactions import in_transaction
 
+        from isp.plugins import records
         from isp.plugins.models import PluginRecord
 
         entry = self._require(name)
@@ -195,7 +194,7 @@ class SettingsStore:
                 secret = f in secrets and plain[f] is not None
                 raw[f] = {ENCRYPTED: box.encrypt(json.dumps(plain[f]))} if secret else plain[f]
             if changed:
-                await _write(conn, name, record, raw, changed, actor)
+                await records.settings_changed(conn, name, record, raw, changed, actor)
         if changed:
             log.info(
                 "plugin %s settings changed: %s",
@@ -345,28 +344,6 @@ def _shown(entry: _Entry) -> dict[str, Any]:
         else:
             values[name] = to_jsonable_python(value, fallback=str)
     return values
-
-
-async def _write(
-    conn: BaseDBAsyncClient,
-    name: str,
-    record: PluginRecord | None,
-    raw: dict[str, Any],
-    changed: list[str],
-    actor: str | None,
-) -> None:
-    """Persist, tell the other instances (plugin generation), audit: one transaction."""
-    from isp import audit
-    from isp.plugins.models import PluginGeneration, PluginRecord
-
-    if record is None:
-        await PluginRecord.create(name=name, settings=raw, using_db=conn)
-    else:
-        record.settings = raw
-        await record.save(using_db=conn, update_fields=["settings"])
-    await PluginGeneration.bump(conn)
-    if actor is not None:  # names only: values (secrets!) never go to the audit log
-        await audit.record(conn, actor, "settings", name, detail={"fields": changed})
 
 
 def _process_box() -> SecretBox:

@@ -5,10 +5,10 @@ checked first by :mod:`isp.plugins.archive`):
 
 1. :func:`upload` keeps the zip in the object store under ``<name>/<version>/<sha256>.zip``
    so every instance installs the same bytes; :func:`download` checks them again.
-2. :func:`stage` writes the files into ``plugins_dir/.staging-<name>-<random>`` (the loader
-   skips dot folders); :func:`promote` swaps it into ``plugins_dir/<name>`` by renames on
-   one filesystem and returns the previous folder, which the caller restores with
-   :func:`rollback` or deletes with :func:`discard` once the new version has loaded.
+2. :func:`stage` writes the files into ``plugins_dir/.staging-<random>/<name>`` (the loader
+   skips dot folders); :func:`promote` swaps it into ``plugins_dir/<name>`` by two renames
+   on one filesystem and returns the previous folder, which the caller restores with
+   :func:`rollback` or deletes with :func:`discard` once the new version is recorded.
 3. :func:`write_marker` notes in the folder which tree was extracted there.
 
 Each ``*_async`` twin runs its function in a worker thread. OS errors become
@@ -18,6 +18,7 @@ Each ``*_async`` twin runs its function in a worker thread. OS errors become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -39,9 +40,10 @@ from isp.plugins.archive import (
     name_problem,
     os_errors,
 )
+from isp.plugins.manifest import check_slug
 from isp.storage import ObjectStore, StoredObject, fsync_dir
 
-_SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")  # Manifest is stricter
+STAGING_PREFIX: Final = ".staging-"
 _SAFE_VERSION: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,99}")
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 _KEY: Final = re.compile(r"[^/]+/[^/]+/(?P<sha256>[0-9a-f]{64})\.zip")
@@ -59,13 +61,11 @@ class ChecksumMismatch(StorageError):
 
 
 def _check_name(name: str) -> str:
-    if not _SAFE_NAME.fullmatch(name):
-        raise invalid(
-            ["name"],
-            f"plugin name {name!r} cannot name a folder: use at most 100 "
-            "letters, digits, '_' or '-', not starting with '-'",
-        )
-    return name
+    """The manifest's plugin-name rule, before a name becomes a folder or an object key."""
+    try:
+        return check_slug(name, "plugin name")
+    except ValueError as exc:
+        raise invalid(["name"], str(exc)) from None
 
 
 def _aside(plugins_dir: Path, purpose: str, name: str) -> Path:
@@ -109,50 +109,61 @@ def _write_file(root: Path, rel: str, content: bytes) -> None:
 
 
 def stage(archive: PluginArchive, plugins_dir: Path, name: str = "plugin") -> Path:
-    """Write the plugin's files into a new ``plugins_dir/.staging-<name>-*`` folder.
+    """Write the plugin's files into a new ``plugins_dir/.staging-*/<name>`` folder.
 
-    On any failure the staging folder is deleted: ``plugins_dir`` is left as it was.
+    The folder is named after the plugin (what the loader expects) inside a dot folder
+    (which discovery skips). On any failure it is deleted: ``plugins_dir`` is left as it
+    was.
     """
-    prefix = f".staging-{_check_name(name)}-"
+    _check_name(name)
     with os_errors("create a staging folder in", plugins_dir):
         plugins_dir.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=prefix, dir=plugins_dir))
+        parent = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=plugins_dir))
+    staged = parent / name
     try:
         with os_errors("write plugin files to", staged):
+            os.mkdir(staged, 0o755)
             os.chmod(staged, 0o755)
             root = staged.resolve(strict=True)
             for rel, content in archive.files.items():
                 if not is_ignored(rel):
                     _write_file(root, rel, content)
     except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
         raise
     return staged
 
 
-def promote(staged: Path, plugins_dir: Path, name: str) -> Path | None:
+def backup_path(plugins_dir: Path, name: str) -> Path:
+    """Where :func:`promote` moves the folder it replaces (chosen first, for the journal)."""
+    return _aside(plugins_dir, "old", name)
+
+
+def promote(staged: Path, plugins_dir: Path, name: str, backup: Path | None = None) -> Path | None:
     """Move ``staged`` to ``plugins_dir/<name>``; return where the previous folder went.
 
-    Two renames on one filesystem: the current folder (if any) to ``.old-<name>-*``, then
-    the staged one into place, so ``<name>`` is missing only between the two. Returns
-    None when there was no previous folder.
+    Two renames on one filesystem: the current folder (if any) to ``backup``
+    (``.old-<name>-*``), then the staged one into place, so ``<name>`` is missing only
+    between the two. Returns None when there was no previous folder.
     """
     target = plugins_dir / _check_name(name)
-    if staged.parent.resolve() != plugins_dir.resolve():
-        raise ISPError(f"staged folder {str(staged)!r} is not directly in {str(plugins_dir)!r}")
-    backup = None
+    if staged.parent.parent.resolve() != plugins_dir.resolve():
+        raise ISPError(f"staged folder {str(staged)!r} is not staged in {str(plugins_dir)!r}")
+    moved = None
     with os_errors("install the plugin folder", target):
         if _exists(target):
-            backup = _aside(plugins_dir, "old", name)
-            os.rename(target, backup)
+            moved = backup or backup_path(plugins_dir, name)
+            os.rename(target, moved)
         try:
             os.rename(staged, target)
         except OSError:
-            if backup is not None:
-                os.rename(backup, target)
+            if moved is not None:
+                os.rename(moved, target)
             raise
         fsync_dir(plugins_dir)
-    return backup
+        with contextlib.suppress(OSError):
+            staged.parent.rmdir()
+    return moved
 
 
 def rollback(backup: Path | None, plugins_dir: Path, name: str) -> None:
@@ -171,10 +182,13 @@ def rollback(backup: Path | None, plugins_dir: Path, name: str) -> None:
 
 
 def discard(backup: Path | None) -> None:
-    """Delete a backup (or a staged folder) that is no longer needed."""
-    if backup is not None:
-        with os_errors("delete", backup):
-            _remove(backup)
+    """Delete a backup (or a staged folder with its dot parent) that is no longer needed."""
+    if backup is None:
+        return
+    with os_errors("delete", backup):
+        if backup.parent.name.startswith(STAGING_PREFIX):
+            backup = backup.parent
+        _remove(backup)
 
 
 def extract_atomically(archive: PluginArchive, plugins_dir: Path, name: str) -> Path | None:
@@ -183,7 +197,7 @@ def extract_atomically(archive: PluginArchive, plugins_dir: Path, name: str) -> 
     try:
         return promote(staged, plugins_dir, name)
     except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(staged.parent, ignore_errors=True)
         raise
 
 

@@ -57,7 +57,9 @@ def ensure_package(name: str, folder: Path) -> None:
 
     _ensure_namespace()
     package = f"{NAMESPACE}.{name}"
-    if package not in sys.modules:
+    existing = sys.modules.get(package)
+    if existing is None or list(getattr(existing, "__path__", ())) != [str(folder)]:
+        # none yet, or one left behind for a folder that is not this one
         module = ModuleType(package)
         module.__path__ = [str(folder)]
         module.__spec__ = importlib.machinery.ModuleSpec(package, None, is_package=True)

@@ -17,13 +17,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from pydantic import BaseModel
-
 from isp.plugins import registry
 
 from . import gateway, plugin
 from .models import Message, Status
-from .settings import SmsSettings
 from .texts import phone_number, render
 
 log = logging.getLogger("isp_plugins.sms_gateway")
@@ -47,19 +44,9 @@ async def text_resumed(service: Any, db: Any) -> str:
     return await notify("resume", service, db)
 
 
-def current() -> SmsSettings:
-    """The settings in force now, as this copy of the plugin's model."""
-    value = plugin.settings
-    if isinstance(value, SmsSettings):
-        return value
-    if isinstance(value, BaseModel):  # an instance from another loaded copy of the plugin
-        return SmsSettings.model_validate(dict(value))
-    return SmsSettings()
-
-
 async def notify(event: str, service: Any, db: Any) -> str:
     """Send one text about ``service`` and record it; gateway failures are recorded."""
-    settings = current()
+    settings = plugin.settings  # Plugin[SmsSettings]: the values in force, typed
     text = render(event, service, settings)
     to = phone_number(getattr(service.customer, "phone", None))
     gateway_id: str | None = None

@@ -7,7 +7,6 @@ service stays ``pending`` and the row ``writer`` wrote is gone.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from quart.typing import TestClientProtocol as Client
 from isp.config import Settings
 from tests.conftest import Tokens, auth
 from tests.core.test_api import create_records
+from tests.plugins import builders
+from tests.plugins.builders import plugin_files
 
 WRITER = """
 import asyncio
@@ -71,18 +72,8 @@ def provision(service, db):
 
 
 def write_plugin(root: Path, name: str, handlers: str) -> None:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "__init__.py").write_text("from isp.plugins import Plugin\n\nplugin = Plugin()\n")
-    (folder / "handlers.py").write_text(textwrap.dedent(handlers))
-    manifest = {
-        "name": name,
-        "version": "1.0.0",
-        "description": f"{name} test plugin",
-        "author": "tests",
-        "hooks": ["service_provision"],
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    files = plugin_files(name, handlers=textwrap.dedent(handlers), hooks=["service_provision"])
+    builders.write_plugin(root, name, files)
 
 
 @pytest.fixture(params=sorted(FAILURES))

@@ -131,17 +131,25 @@ async def test_install_upgrade_downgrade_reupload_enable_disable_uninstall(
     assert await stamped(client, tokens.operator) is None
 
     audit = await (await client.get("/audit", headers=auth(tokens.admin))).get_json()
-    actions = [(e["action"], e["from_version"], e["to_version"]) for e in audit["entries"]]
+    actions = [
+        (e["action"], e["from_version"], e["to_version"], e["detail"].get("outcome"))
+        for e in audit["entries"]
+    ]
     assert actions == [
-        ("uninstall", "1.0.0", None),
-        ("upgrade", "1.1.0", "1.0.0"),
-        ("enable", "1.1.0", "1.1.0"),
-        ("disable", "1.1.0", "1.1.0"),
-        ("upgrade", "1.0.0", "1.1.0"),
-        ("install", None, "1.0.0"),
+        ("uninstall", "1.0.0", None, None),
+        ("upgrade", "1.1.0", "1.0.0", "upgraded"),
+        ("enable", "1.1.0", "1.1.0", None),
+        ("disable", "1.1.0", "1.1.0", None),
+        ("upload", None, None, "refused"),  # the downgrade without ?force=true
+        ("upgrade", "1.0.0", "1.1.0", "upgraded"),
+        ("upload", None, None, "refused"),  # same version, other content
+        ("upload", "1.0.0", "1.0.0", "unchanged"),
+        ("install", None, "1.0.0", "installed"),
     ]
     assert all(e["actor"] == "alice" for e in audit["entries"])
     assert audit["entries"][-1]["sha256"] == hashlib.sha256(v1).hexdigest()
+    assert audit["entries"][4]["sha256"] == hashlib.sha256(v1).hexdigest()
+    assert audit["entries"][4]["detail"]["status"] == 409
 
 
 async def test_uninstall_keeps_settings_and_purge_drops_them(
@@ -252,9 +260,7 @@ async def test_hostile_zip_is_refused_and_changes_nothing(
     async def state() -> tuple[Any, ...]:
         conn = get_connection("default")
         _, records = await conn.execute_query("SELECT * FROM plugin_record ORDER BY name")
-        _, audit = await conn.execute_query("SELECT id FROM audit_entry ORDER BY id")
-        return (snapshot(settings), await stored_keys(app), [dict(r) for r in records],
-                [dict(a) for a in audit])  # fmt: skip
+        return (snapshot(settings), await stored_keys(app), [dict(r) for r in records])
 
     before = await state()
     data, status, named = HOSTILE[case]
@@ -265,6 +271,12 @@ async def test_hostile_zip_is_refused_and_changes_nothing(
     assert named.lower() in json.dumps(problem).lower()
     assert await state() == before
     assert await stamped(client, tokens.operator) == "stamp-1.0.0"
+    newest = (await (await client.get("/audit", headers=auth(tokens.admin))).get_json())[
+        "entries"
+    ][0]
+    assert (newest["action"], newest["detail"]["outcome"]) == ("upload", "refused")
+    assert newest["sha256"] == hashlib.sha256(data).hexdigest()
+    assert newest["detail"]["status"] == status
 
 
 async def test_upload_without_file_field_is_422(client: Client, tokens: Tokens) -> None:

@@ -6,9 +6,7 @@ import asyncio
 import io
 import json
 import os
-import socket
 import sys
-import time
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET_KEY
+from tests.plugins import builders
+from tests.plugins.builders import free_port, until
 from tests.plugins.test_admin import plugin_zip
 from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
 
@@ -62,20 +62,8 @@ def tuned_zip() -> bytes:
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def isp(*args: str, env: dict[str, str]) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "isp", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+    return (await builders.isp(*args, env=env))[1]
 
 
 @pytest.fixture
@@ -150,16 +138,6 @@ async def _ready(client: httpx.AsyncClient, url: str) -> bool:
         return (await client.get(f"{url}/readyz")).status_code == 200
     except httpx.TransportError:
         return False
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float) -> float:
-    """Seconds until ``check`` holds; fails after ``within`` seconds."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not within {within} s")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
 
 
 async def test_changes_on_one_instance_are_served_by_the_other_within_5_s(

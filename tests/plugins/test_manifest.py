@@ -115,3 +115,44 @@ def test_non_critical_hook_is_declared_in_the_manifest() -> None:
         VALID | {"hooks": [{"name": "customer_created", "critical": False}]}
     )
     assert manifest.hook("customer_created") == HookSpec(name="customer_created", critical=False)
+
+
+# --- one parser for a folder and a zip ---------------------------------------------
+
+
+def _zip_manifest(raw: bytes) -> Manifest:
+    from isp.plugins.archive import inspect_zip
+    from tests.plugins.zips import make_zip
+
+    archive = inspect_zip(
+        make_zip([("radius/manifest.json", raw), ("radius/__init__.py", b"")]), max_size=1 << 20
+    )
+    return archive.manifest
+
+
+def _disk_manifest(tmp_path: Path, raw: bytes) -> Manifest:
+    folder = tmp_path / "plugins" / "radius"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_bytes(raw)
+    return read_manifest(folder)
+
+
+@pytest.mark.parametrize("where", ["disk", "zip"])
+def test_manifest_with_a_utf8_bom_is_read_on_disk_and_in_a_zip(tmp_path: Path, where: str) -> None:
+    raw = b"\xef\xbb\xbf" + json.dumps(VALID).encode()
+    manifest = _disk_manifest(tmp_path, raw) if where == "disk" else _zip_manifest(raw)
+    assert (manifest.name, manifest.version) == ("radius", VALID["version"])
+
+
+@pytest.mark.parametrize("where", ["disk", "zip"])
+def test_duplicate_key_is_refused_on_disk_and_in_a_zip(tmp_path: Path, where: str) -> None:
+    raw = json.dumps(VALID).removesuffix("}").encode() + b', "version": "9.9.9"}'
+    with pytest.raises(PluginInvalid) as caught:
+        _disk_manifest(tmp_path, raw) if where == "disk" else _zip_manifest(raw)
+    assert caught.value.detail == (
+        "radius/manifest.json: not usable JSON: key 'version' appears twice in one object"
+        if where == "zip"
+        else "plugins/radius/manifest.json: not usable JSON: key 'version' appears twice "
+        "in one object"
+    )
+    assert caught.value.extra["errors"][0]["loc"] == ["manifest.json"]

@@ -31,7 +31,9 @@ def test_all_is_complete_and_importable() -> None:
 
 
 def test_the_names_plugin_authors_use() -> None:
-    assert isinstance(isp.plugins.registry, PluginRegistry)
+    assert isinstance(isp.plugins.registry.current(), PluginRegistry)  # the running app's
+    assert callable(isp.plugins.registry.hook)
+    assert callable(isp.plugins.registry.emit)
     assert isp.plugins.PluginError is PluginError
     assert issubclass(isp.plugins.HookTimeout, PluginError)
     assert isp.plugins.HookTimeout is HookTimeout

@@ -42,15 +42,28 @@ def test_generators_and_bad_timeouts_are_refused(plugin_registry: PluginRegistry
         plugin_registry.hook("customer_created", timeout=0)
 
 
-def test_one_hook_per_plugin_and_event(plugin_registry: PluginRegistry) -> None:
+async def test_two_handlers_of_one_plugin_for_one_event_both_run(
+    plugin_registry: PluginRegistry,
+) -> None:
     @plugin_registry.hook("customer_created")
-    def first(customer: object, db: object = None) -> None:
-        return None
+    async def first(customer: object, db: object = None) -> str:
+        return "first"
 
-    with pytest.raises(ValueError, match="already has a hook"):
+    @plugin_registry.hook("customer_created")
+    def second(customer: object) -> str:  # takes fewer arguments than offered
+        return "second"
+
+    results = await plugin_registry.emit("customer_created", "ada", db=None)
+    assert sorted(r.value for r in results) == ["first", "second"]
+
+
+def test_hook_asking_for_an_argument_its_event_does_not_pass_is_refused(
+    plugin_registry: PluginRegistry,
+) -> None:
+    with pytest.raises(ValueError, match="takes argument 'changes', which customer_created"):
 
         @plugin_registry.hook("customer_created")
-        def second(customer: object, db: object = None) -> None:
+        async def wrong(customer: object, changes: object, db: object) -> None:
             return None
 
 

@@ -7,7 +7,6 @@ so each test reads over HTTP what the hook saw. ``plain`` declares no settings.
 
 from __future__ import annotations
 
-import json
 import logging
 import textwrap
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from isp.config import Settings
 from isp.plugins import Plugin
 from isp.plugins.settings import MASK, settings_store
 from tests.conftest import Tokens, auth
+from tests.plugins import builders
+from tests.plugins.builders import plugin_files
 
 NAME = "tuner"
 SECRET = "s3cr3t-Value-never-shown"
@@ -57,16 +58,13 @@ async def note_settings(customer, db):
 
 
 def write_plugin(root: Path, name: str, init: str, handlers: str | None = None) -> None:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "__init__.py").write_text(textwrap.dedent(init))
-    hooks = []
-    if handlers is not None:
-        (folder / "handlers.py").write_text(textwrap.dedent(handlers))
-        hooks = ["customer_created"]
-    manifest = {"name": name, "version": "1.0.0", "description": f"{name} test plugin",
-                "author": "tests", "hooks": hooks}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    files = plugin_files(
+        name,
+        init=textwrap.dedent(init),
+        handlers=None if handlers is None else textwrap.dedent(handlers),
+        hooks=[] if handlers is None else ["customer_created"],
+    )
+    builders.write_plugin(root, name, files)
 
 
 @pytest.fixture

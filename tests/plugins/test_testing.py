@@ -11,6 +11,7 @@ from isp.auth.models import Role
 from isp.core.events import CORE_EVENTS
 from isp.errors import PluginInvalid
 from isp.plugins.registry import PluginRegistry
+from isp.plugins.specs import SPECS_BY_NAME
 from isp.testing import load_plugin
 from tests.plugins.conftest import FIXTURE_PLUGINS, Install
 
@@ -21,7 +22,7 @@ def test_plugin_registry_is_fresh_and_knows_the_core_events(
     from isp.plugins import registry as application_registry
 
     assert plugin_registry is not application_registry
-    assert plugin_registry.events == CORE_EVENTS
+    assert plugin_registry.events == CORE_EVENTS | set(SPECS_BY_NAME)
     assert plugin_registry.plugins() == []
 
 
