@@ -13,7 +13,7 @@ from isp.auth import permissions as perms
 from isp.auth.guard import current_principal, require
 from isp.context import components
 from isp.core import workflows
-from isp.core.backups import BackupBatch, back_up_device, diff_exports, read_backup
+from isp.core.backups import back_up_device, diff_exports, read_backup
 from isp.core.models import Backup, BackupKind, Customer, Device, Job, Plan, Service
 from isp.core.schemas import (
     BackupList,
@@ -243,17 +243,7 @@ async def trust_device(device_id: int, data: TrustIn) -> DeviceOut:
 @validate_request(BackupRunIn)
 @validate_response(JobAccepted, 202)
 async def run_backups(data: BackupRunIn) -> tuple[JobAccepted, int]:
-    parts = components()
-    bucket = parts.settings.s3_backups_bucket
-
-    batch = BackupBatch(parts.store, bucket)
-
-    async def work(device: Device) -> None:
-        await back_up_device(device, parts.store, bucket, batch=batch)
-
-    job = await parts.jobs.start(
-        "backup", data.device_ids, work, prepare=batch.prime, flush=batch.flush
-    )
+    job = await components().jobs.start(data.device_ids)
     return JobAccepted(job_id=job.id), 202
 
 

@@ -141,3 +141,15 @@ class JobOut(BaseModel):
     failed: list[dict[str, Any]]
     created_at: datetime
     finished_at: datetime | None
+
+
+class ScheduleOut(BaseModel):
+    name: str
+    cron: str
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_job_id: UUID | None
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]

@@ -24,6 +24,7 @@ from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
 from isp.core.status import check_move
 from isp.crypto import SecretBox
 from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
+from isp.metrics import count_workflow
 from isp.plugins import registry
 
 log = logging.getLogger(__name__)
@@ -37,22 +38,27 @@ async def emit_in_transaction(event: str, obj: Any, conn: BaseDBAsyncClient) -> 
     reports success. A one-statement probe finds out, and the workflow fails instead,
     naming the hook.
     """
-    results = await registry.emit(event, obj, db=conn)
-    failed = [result for result in results if result.error is not None]
-    if not failed:
-        return
     try:
-        await conn.execute_query("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot commit"
-        first = failed[0]
-        why = first.error.detail if first.error else "failed"
-        raise HookCrashed(
-            f"hook {first.plugin}.{first.hook} failed ({why}) and left the database "
-            "transaction unusable; the workflow was rolled back",
-            plugin=first.plugin,
-            hook=first.hook,
-            event=event,
-        ) from exc
+        results = await registry.emit(event, obj, db=conn)
+    except BaseException:
+        count_workflow(event, ok=False)
+        raise
+    failed = [result for result in results if result.error is not None]
+    if failed:
+        try:
+            await conn.execute_query("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot commit"
+            count_workflow(event, ok=False)
+            first = failed[0]
+            why = first.error.detail if first.error else "failed"
+            raise HookCrashed(
+                f"hook {first.plugin}.{first.hook} failed ({why}) and left the database "
+                "transaction unusable; the workflow was rolled back",
+                plugin=first.plugin,
+                hook=first.hook,
+                event=event,
+            ) from exc
+    count_workflow(event, ok=True)
 
 
 async def create_customer(data: CustomerIn) -> Customer:
