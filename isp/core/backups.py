@@ -406,6 +406,4 @@ class BackupBatch:
                 "devices already recorded for this job were skipped",
                 extra={"job_id": str(self._job_id), "devices": sorted(known)},
             )
-        return [
-            (d, f, [row for row in keep if row.device_id == d]) for d, f in fresh.items()
-        ]
+        return [(d, f, [row for row in keep if row.device_id == d]) for d, f in fresh.items()]

@@ -24,8 +24,12 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from isp.config import Settings
 from isp.core.backups import BackupBatch, back_up_device
@@ -64,10 +68,25 @@ class FleetJobs:
             math.ceil(settings.backup_concurrency / settings.backup_chunk_size) + 2
         )
 
-    async def start(self, device_ids: list[int] | None, kind: str = "backup") -> Job:
-        """Create the job row and queue its chunks; unknown ids are refused before anything."""
+    async def start(
+        self,
+        device_ids: list[int] | None,
+        kind: str = "backup",
+        *,
+        claim: Callable[[Job, BaseDBAsyncClient], Awaitable[None]] | None = None,
+    ) -> Job:
+        """Create the job row and queue its chunks; unknown ids are refused before anything.
+
+        ``claim`` runs in the job row's transaction (a schedule claims its period there):
+        if it raises, no job exists.
+        """
         ids = await _device_ids(device_ids)
-        job = await Job.create(id=uuid.uuid4(), kind=kind, total=len(ids), status=JobStatus.RUNNING)
+        async with in_transaction() as conn:
+            job = await Job.create(
+                id=uuid.uuid4(), kind=kind, total=len(ids), status=JobStatus.RUNNING, using_db=conn
+            )
+            if claim is not None:
+                await claim(job, conn)
         if self._metrics is not None:
             self._metrics.jobs.labels("started").inc()
         if not ids:

@@ -3,8 +3,9 @@
 The tick is a procrastinate periodic task: every instance's worker sees it, and the
 engine defers it once per period (a unique row per task and timestamp), so exactly one
 instance runs it. The task itself is idempotent too: it claims the period in
-``ScheduleRun`` (unique per name and time) before starting the job, so a retried tick
-(its instance died) never starts a second job for the same period.
+``ScheduleRun`` (unique per name and time) in the transaction that creates the job, so
+a retried tick (its instance died) never starts a second job for the same period, and
+no job exists without its period.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 
 from quart import Blueprint
 from quart_schema import tag, validate_response
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 
 from isp.auth.guard import require
 from isp.context import components
 from isp.core.jobs import FleetJobs
-from isp.core.models import ScheduleRun
+from isp.core.models import Job, ScheduleRun
 from isp.core.schemas import ScheduleList, ScheduleOut
 from isp.cron import engine_cron, next_run
 from isp.queue import TaskQueue
@@ -42,13 +44,15 @@ class BackupSchedule:
     async def tick(self, timestamp: int) -> None:
         """One period: claim it, then start the fleet job (nothing if already claimed)."""
         run_at = datetime.fromtimestamp(timestamp, UTC)
+
+        async def claim(job: Job, conn: BaseDBAsyncClient) -> None:
+            await ScheduleRun.create(name=BACKUP, run_at=run_at, job_id=job.id, using_db=conn)
+
         try:
-            run = await ScheduleRun.create(name=BACKUP, run_at=run_at)
+            job = await self._jobs.start(None, claim=claim)
         except IntegrityError:
             log.info("schedule period already started", extra={"run_at": run_at.isoformat()})
             return
-        job = await self._jobs.start(None)
-        await ScheduleRun.filter(id=run.id).update(job_id=job.id)
         log.info("scheduled backup started",
                  extra={"run_at": run_at.isoformat(), "job_id": str(job.id)})  # fmt: skip
 
