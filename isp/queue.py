@@ -20,7 +20,6 @@ idempotent (fleet chunks skip the devices already recorded).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -38,6 +37,7 @@ log = logging.getLogger(__name__)
 
 QUEUE: Final = "isp"
 GRACEFUL_STOP: Final = 1.0  # seconds a stopping worker lets tasks finish; the rest is retried
+RESTART_DELAY: Final = 2.0
 
 
 def postgres_conninfo(database_url: str) -> str:
@@ -62,6 +62,7 @@ class TaskQueue:
         # a period missed by more than this is not deferred late (an instance started
         # after a long outage does not run every night it missed)
         self.app = procrastinate.App(connector=connector, periodic_defaults={"max_delay": 60})
+        self._stopping = False
         self._worker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._concurrency = 1
@@ -88,31 +89,51 @@ class TaskQueue:
     async def start(self) -> None:
         """Open, then run this instance's worker and stalled-task check in the background."""
         await self.open()
-        stalled_after = self._settings.job_stalled_after
-        self._worker = asyncio.create_task(
-            self.app.run_worker_async(
-                queues=[QUEUE],
-                name=f"isp@{socket.gethostname()}",
-                concurrency=self._concurrency,
-                install_signal_handlers=False,
-                update_heartbeat_interval=stalled_after / 3,
-                stalled_worker_timeout=stalled_after,
-                shutdown_graceful_timeout=GRACEFUL_STOP,
-                fetch_job_polling_interval=2.0,
-                delete_jobs="successful",
-            ),
-            name="job-worker",
-        )
+        self._stopping = False
+        self._worker = asyncio.create_task(self._supervise(), name="job-worker")
         self._watchdog = asyncio.create_task(self._requeue_stalled(), name="job-watchdog")
 
     async def stop(self) -> None:
+        """Stop the worker (running tasks get ``GRACEFUL_STOP`` s, then go back to the queue)."""
+        self._stopping = True
         for task in (self._watchdog, self._worker):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # noqa: BLE001 - the database may be gone at shutdown
+                    log.warning("job worker did not stop cleanly", exc_info=True)
         self._watchdog = self._worker = None
-        await self.app.close_async()
+        try:
+            await self.app.close_async()
+        except Exception:  # noqa: BLE001
+            log.warning("job queue did not close cleanly", exc_info=True)
+
+    async def _supervise(self) -> None:
+        """Run the worker; if it dies (the database went away), start it again."""
+        stalled_after = self._settings.job_stalled_after
+        while not self._stopping:
+            try:
+                await self.app.run_worker_async(
+                    queues=[QUEUE],
+                    name=f"isp@{socket.gethostname()}",
+                    concurrency=self._concurrency,
+                    install_signal_handlers=False,
+                    update_heartbeat_interval=stalled_after / 3,
+                    stalled_worker_timeout=stalled_after,
+                    shutdown_graceful_timeout=GRACEFUL_STOP,
+                    fetch_job_polling_interval=2.0,
+                    delete_jobs="successful",
+                )
+            except Exception:  # noqa: BLE001 - the worker must come back once the database does
+                if self._stopping:
+                    return
+                log.exception("job worker stopped; starting it again in %s s", RESTART_DELAY)
+                await asyncio.sleep(RESTART_DELAY)
+            else:
+                return
 
     async def _requeue_stalled(self) -> None:
         """Put back in the queue the tasks of workers whose heartbeat stopped."""
