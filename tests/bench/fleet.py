@@ -421,10 +421,14 @@ async def main_instances(
                 "ISP_BACKUP_CHUNK_SIZE": str(chunk),
             }
             isp = [sys.executable, "-m", "isp"]
-            subprocess.run([*isp, "user", "add", "bench", "--role", "admin"], env=env,
-                           check=True, capture_output=True)  # fmt: skip
-            issued = subprocess.run([*isp, "token", "issue", "bench"], env=env, check=True,
-                                    capture_output=True, text=True)  # fmt: skip
+            await asyncio.to_thread(
+                subprocess.run, [*isp, "user", "add", "bench", "--role", "admin"], env=env,
+                check=True, capture_output=True,
+            )  # fmt: skip
+            issued = await asyncio.to_thread(
+                subprocess.run, [*isp, "token", "issue", "bench"], env=env, check=True,
+                capture_output=True, text=True,
+            )  # fmt: skip
             token = issued.stdout.split()[-1]
             times: dict[str, list[float]] = {"1 instance": [], "2 instances": []}
             for _ in range(rounds):
