@@ -1,8 +1,9 @@
 """``create_app(settings)``: wiring only, no I/O at import or construction.
 
 Start-up (``before_serving``): open the database, apply pending migrations, seed the
-built-in roles, load the secret key, make sure the buckets exist, start the plugins.
-Shut-down (``after_serving``): stop background jobs and plugins, close the store and DB.
+built-in roles, load the secret key, make sure the buckets exist, start the plugins,
+then the job worker. Shut-down (``after_serving``): stop the worker (unfinished tasks go
+back to the queue) and the plugins, close the store and DB.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ from isp.config import Settings
 from isp.context import EXTENSION_KEY, Components
 from isp.core.api import bp as core_bp
 from isp.core.events import CORE_EVENTS
-from isp.core.jobs import JobRunner
+from isp.core.jobs import FleetJobs
+from isp.core.schedules import BackupSchedule
+from isp.core.schedules import bp as schedules_bp
 from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
 from isp.http_input import IdConverter, ISPRequest, refuse_nul_in_query
+from isp.metrics import EXTENSION_KEY as METRICS_KEY
+from isp.metrics import Metrics, install_http_metrics
+from isp.metrics import bp as metrics_bp
 from isp.openapi import PLUGIN_ROUTE_DOCS, ISPOpenAPIProvider, annotate
 from isp.plugins import registry
 from isp.plugins.api import bp as plugins_bp
@@ -38,6 +44,7 @@ from isp.plugins.settings_api import bp as plugin_settings_bp
 from isp.plugins.specs import SPECS_BY_NAME
 from isp.plugins.sync import PluginSync
 from isp.problems import install_error_handlers
+from isp.queue import TaskQueue
 from isp.storage import create_object_store
 
 log = logging.getLogger(__name__)
@@ -64,17 +71,23 @@ def create_app(settings: Settings) -> Quart:
     app.before_request(refuse_nul_in_query)
     plugin_registry = PluginRegistry(default_timeout=settings.hook_timeout)
     plugin_registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
+    store = create_object_store(settings)
+    plugins = PluginRuntime(settings, plugin_registry)
+    metrics = Metrics(plugins, plugin_registry)
+    queue = TaskQueue(settings)
+    jobs = FleetJobs(settings, store, queue, metrics)
     parts = Components(
         settings=settings,
-        store=create_object_store(settings),
-        jobs=JobRunner(
-            settings.backup_concurrency,
-            device_timeout=settings.backup_device_timeout,
-            retries=settings.backup_retries,
-        ),
-        plugins=PluginRuntime(settings, plugin_registry),
+        store=store,
+        jobs=jobs,
+        queue=queue,
+        schedule=BackupSchedule(settings.backup_schedule, jobs, queue),
+        metrics=metrics,
+        plugins=plugins,
     )
     app.extensions[EXTENSION_KEY] = parts
+    app.extensions[METRICS_KEY] = metrics
+    install_http_metrics(app, metrics)
     app.extensions["isp.plugins"] = parts.plugins
     app.register_blueprint(health_bp)
     app.register_blueprint(core_bp)
@@ -82,6 +95,8 @@ def create_app(settings: Settings) -> Quart:
     app.register_blueprint(plugins_bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(plugin_settings_bp)
+    app.register_blueprint(schedules_bp)
+    app.register_blueprint(metrics_bp)
     annotate(app, PLUGIN_ROUTE_DOCS)
     app.extensions["isp.plugin_service"] = PluginService(settings, parts.plugins, parts.store)
     sync = PluginSync(settings, parts.plugins, parts.store)
@@ -108,13 +123,14 @@ def create_app(settings: Settings) -> Quart:
         await sync.start()
         if settings.plugin_reload:
             await reloader.start()
+        await queue.start()
         log.info("service started", extra={"version": isp.__version__})
 
     @app.after_serving
     async def stop() -> None:
         await reloader.stop()
         await sync.stop()
-        await parts.jobs.shutdown()
+        await queue.stop()
         await parts.plugins.stop()
         await parts.store.close()
         await db.close_db()

@@ -354,46 +354,46 @@ def plugins_uninstall(name: str, purge: bool, cascade: bool) -> None:
     click.echo(f"uninstalled {name} {version or ''}".rstrip() + f"; {kept}")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--all", "everything", is_flag=True, help="Back up every device.")
 @click.option("--device", "device_ids", multiple=True, type=int, help="A device id (repeatable).")
-def backup(everything: bool, device_ids: tuple[int, ...]) -> None:
-    """Back up devices now, as POST /backups/run does; a progress bar on a terminal."""
+@click.pass_context
+def backup(ctx: click.Context, everything: bool, device_ids: tuple[int, ...]) -> None:
+    """Back up devices now, as POST /backups/run does; a progress bar on a terminal.
+
+    The job is queued like any other: this command works on it too, and so do the
+    workers of running instances (on PostgreSQL).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     if everything == bool(device_ids):
         raise click.UsageError("give either --all or one or more --device ID")
-    from isp.core.backups import BackupBatch, back_up_device
-    from isp.core.jobs import JobRunner
-    from isp.core.models import Device, Job
+    from isp.core.jobs import FleetJobs
+    from isp.core.models import Job
+    from isp.queue import TaskQueue
 
     settings = _settings()
     bar_wanted = sys.stdout.isatty()
 
     async def work(service: PluginService) -> Job:
-        store, bucket = service.store, settings.s3_backups_bucket
-        batch = BackupBatch(store, bucket)
-        runner = JobRunner(
-            settings.backup_concurrency,
-            device_timeout=settings.backup_device_timeout,
-            retries=settings.backup_retries,
-        )
-
-        async def one(device: Device) -> None:
-            await back_up_device(device, store, bucket, batch=batch)
-
-        ids = list(device_ids) if device_ids else None
-        job = await runner.start("backup", ids, one, prepare=batch.prime, flush=batch.flush)
-        waiting = asyncio.create_task(runner.wait(job.id))
-        with click.progressbar(
-            length=job.total, label="backing up", file=None if bar_wanted else io.StringIO()
-        ) as bar:
-            shown = 0
-            while not waiting.done():
-                await asyncio.wait({waiting}, timeout=0.2)
-                current = await Job.get(id=job.id)
-                bar.update(current.done - shown)
-                shown = current.done
-        await waiting
-        return await Job.get(id=job.id)
+        queue = TaskQueue(settings)
+        jobs = FleetJobs(settings, service.store, queue)
+        await queue.start()
+        try:
+            job = await jobs.start(list(device_ids) if device_ids else None)
+            waiting = asyncio.create_task(jobs.wait(job.id))
+            with click.progressbar(
+                length=job.total, label="backing up", file=None if bar_wanted else io.StringIO()
+            ) as bar:
+                shown = 0
+                while not waiting.done():
+                    await asyncio.wait({waiting}, timeout=0.2)
+                    current = await Job.get(id=job.id)
+                    bar.update(current.done - shown)
+                    shown = current.done
+            return await waiting
+        finally:
+            await queue.stop()
 
     job = _plugin_command(work)
     ok = job.done - len(job.failed)
@@ -402,6 +402,42 @@ def backup(everything: bool, device_ids: tuple[int, ...]) -> None:
         click.echo(f"  device {failure.get('device_id')}: {failure.get('reason')}", err=True)
     if job.failed:
         sys.exit(1)
+
+
+@backup.command("status")
+def backup_status() -> None:
+    """The backup schedule (next and last run, with its job) and stale devices."""
+    from isp.core.backup_health import count_stale
+    from isp.core.models import Job, ScheduleRun
+    from isp.cron import next_run
+
+    settings = _settings()
+
+    async def work() -> tuple[ScheduleRun | None, Job | None, int]:
+        last = await ScheduleRun.filter(name="backup").order_by("-run_at").first()
+        job = await Job.get_or_none(id=last.job_id) if last and last.job_id else None
+        return last, job, await count_stale(settings.backup_stale_hours)
+
+    last, job, stale = _run(settings, work)
+    cron = settings.backup_schedule
+    if cron is None:
+        click.echo("schedule: none (set ISP_BACKUP_SCHEDULE)")
+    else:
+        from datetime import UTC, datetime
+
+        click.echo(f"schedule: {cron}")
+        click.echo(f"next run: {next_run(cron, datetime.now(UTC)).isoformat()}")
+    if last is None:
+        click.echo("last run: never")
+    else:
+        click.echo(f"last run: {last.run_at.isoformat()} job {last.job_id or '-'}")
+        if job is not None:
+            click.echo(
+                f"last job: {job.status.value}, {job.done} of {job.total} done, "
+                f"{len(job.failed)} failed"
+            )
+    hours = f"{settings.backup_stale_hours:g}"
+    click.echo(f"stale devices (no complete backup for {hours} h): {stale}")
 
 
 @main.group()

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     backup_concurrency: int = Field(default=50, ge=1, le=10_000)
     backup_device_timeout: float = Field(default=300.0, gt=0, le=86_400)
     backup_retries: int = Field(default=2, ge=0, le=10)
+    backup_chunk_size: int = Field(default=25, ge=1, le=10_000)
+    backup_schedule: str | None = None
+    backup_stale_hours: float = Field(default=26.0, gt=0, le=24 * 366)
+    job_stalled_after: float = Field(default=30.0, ge=2, le=3600)
+    metrics_token: SecretStr | None = None
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -59,6 +64,16 @@ class Settings(BaseSettings):
         if scheme not in {"sqlite", "postgres", "asyncpg", "psycopg"}:
             raise ValueError("must be a Tortoise URL starting with sqlite:// or postgres://")
         return value
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from isp.cron import parse_cron
+
+        parse_cron(value)  # raises ValueError naming the field that is wrong
+        return " ".join(value.split())
 
     @field_validator("s3_endpoint_url")
     @classmethod

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import current_app
 
 from isp.config import Settings
-from isp.core.jobs import JobRunner
 from isp.crypto import SecretBox
 from isp.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from isp.core.jobs import FleetJobs
+    from isp.core.schedules import BackupSchedule
+    from isp.metrics import Metrics
+    from isp.queue import TaskQueue
 
 EXTENSION_KEY = "isp"
 
@@ -19,7 +24,10 @@ EXTENSION_KEY = "isp"
 class Components:
     settings: Settings
     store: ObjectStore
-    jobs: JobRunner
+    jobs: FleetJobs
+    queue: TaskQueue
+    schedule: BackupSchedule
+    metrics: Metrics
     box: SecretBox | None = None
     plugins: Any = None
 

@@ -6,8 +6,10 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from isp.app import create_app
+from isp.config import Settings
 from tests.conftest import TEST_SECRET_KEY, auth, make_settings
 
 
@@ -119,3 +121,34 @@ async def test_plugin_verbs_on_the_box(database_url: str, tmp_path: Path) -> Non
     code, _, err = await isp("plugins", "enable", "nosuch", env=env)
     assert code == 1
     assert "no plugin named 'nosuch'" in err
+
+
+async def test_backup_status_shows_the_schedule_its_last_job_and_stale_devices(
+    app: Any, settings: Settings
+) -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    from isp.core.models import Device, Job, JobStatus, ScheduleRun, Vendor
+
+    env = cli_env(settings.database_url, settings.data_dir.parent)
+    code, out, err = await isp("backup", "status", env=env)
+    assert code == 0, err
+    assert "schedule: none" in out
+    assert "last run: never" in out
+
+    await Device.create(name="r1", vendor=Vendor.MIKROTIK, host="192.0.2.1", username="a",
+                        password_enc="x")  # fmt: skip
+    job = await Job.create(id=uuid.uuid4(), kind="backup", total=1, done=1,
+                           status=JobStatus.SUCCEEDED)  # fmt: skip
+    run_at = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+    await ScheduleRun.create(name="backup", run_at=run_at, job_id=job.id)
+    env["ISP_BACKUP_SCHEDULE"] = "0 2 * * *"
+    code, out, err = await isp("backup", "status", env=env)
+    assert code == 0, err
+    assert "schedule: 0 2 * * *" in out
+    [next_line] = [line for line in out.splitlines() if line.startswith("next run: ")]
+    assert next_line.endswith("T02:00:00+00:00")
+    assert f"last run: {run_at.isoformat()} job {job.id}" in out
+    assert "last job: succeeded, 1 of 1 done, 0 failed" in out
+    assert "stale devices (no complete backup for 26 h): 1" in out

@@ -15,7 +15,8 @@ from isp.auth.guard import current_principal, require
 from isp.auth.tokens import authenticate
 from isp.context import components
 from isp.core import edits, workflows
-from isp.core.backups import BackupBatch, back_up_device, diff_exports, read_backup
+from isp.core.backup_health import MAX_HOURS, backup_fields, parse_stale_query, stale
+from isp.core.backups import back_up_device, diff_exports, read_backup
 from isp.core.models import (
     Backup,
     BackupKind,
@@ -79,6 +80,7 @@ def device_out(device: Device) -> DeviceOut:
         host_key_pinned=device.host_key is not None,
         host_key_fingerprint=fingerprint(device.host_key),
         created_at=device.created_at,
+        **backup_fields(device),
     )
 
 
@@ -317,17 +319,7 @@ async def trust_device(device_id: int, data: TrustIn) -> DeviceOut:
 @validate_request(BackupRunIn)
 @validate_response(JobAccepted, 202)
 async def run_backups(data: BackupRunIn) -> tuple[JobAccepted, int]:
-    parts = components()
-    bucket = parts.settings.s3_backups_bucket
-
-    batch = BackupBatch(parts.store, bucket)
-
-    async def work(device: Device) -> None:
-        await back_up_device(device, parts.store, bucket, batch=batch)
-
-    job = await parts.jobs.start(
-        "backup", data.device_ids, work, prepare=batch.prime, flush=batch.flush
-    )
+    job = await components().jobs.start(data.device_ids)
     return JobAccepted(job_id=job.id), 202
 
 
@@ -390,12 +382,21 @@ async def list_plans() -> PlanList:
         *PAGE_PARAMS,
         query_param("vendor", {"type": "string", "enum": [v.value for v in Vendor]}),
         query_param("q", {"type": "string", "maxLength": 200}, "matches name or host"),
+        query_param("backup", {"type": "string", "enum": ["stale"]}, "only stale backups"),
+        query_param(
+            "hours",
+            {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_HOURS},
+            "with backup=stale: no complete backup for this many hours "
+            "(default ISP_BACKUP_STALE_HOURS)",
+        ),
     )
 )
 @validate_response(DeviceList)
 async def list_devices() -> DeviceList:
-    """Devices in id order; ``?vendor=``, ``?q=`` (name or host, case-insensitive)."""
+    """Devices in id order; ``?vendor=``, ``?q=`` (name or host, case-insensitive),
+    ``?backup=stale&hours=N`` (no complete backup for N hours, or never)."""
     page = page_args()
+    hours = parse_stale_query(request.args, components().settings.backup_stale_hours)
     query = Device.all()
     vendor = text_arg("vendor")
     if vendor is not None:
@@ -403,6 +404,8 @@ async def list_devices() -> DeviceList:
     q = text_arg("q")
     if q:
         query = query.filter(search(q, "name", "host"))
+    if hours is not None:
+        query = stale(query, hours)
     rows, after = await fetch_page(query, page)
     return DeviceList(devices=[device_out(d) for d in rows], next=after)
 

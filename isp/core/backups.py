@@ -23,6 +23,7 @@ object, and returns one stored before encryption as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import hashlib
 import logging
@@ -32,11 +33,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.connection import get_connection
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Subquery
 from tortoise.functions import Max
+from tortoise.transactions import in_transaction
 
 from isp.core import events
-from isp.core.models import Backup, BackupKind, Device
+from isp.core.backup_health import record_health
+from isp.core.models import Backup, BackupKind, Device, JobDevice
 from isp.core.schemas import BackupOut
 from isp.crypto import process_box
 from isp.errors import Conflict, ISPError, PluginError, ValidationFailed
@@ -95,9 +99,24 @@ async def back_up_device(
     """Run the device_backup hooks for ``device`` and record what they return.
 
     With ``batch`` (fleet jobs) the rows are queued in the batch, written by its
-    ``flush``; the returned rows then have no ids yet. A hook failure that carries
+    ``flush`` (with the device's health); the returned rows then have no ids yet.
+    Without it the device's backup health is written here. A hook failure that carries
     finished ``artifacts`` has those stored first (see the module docstring).
     """
+    if batch is not None:
+        return await _back_up(device, store, bucket, batch)
+    try:
+        backups = await _back_up(device, store, bucket, None)
+    except ISPError as exc:
+        await record_health({device.id: {"reason": exc.detail}})
+        raise
+    await record_health({device.id: None})
+    return backups
+
+
+async def _back_up(
+    device: Device, store: ObjectStore, bucket: str, batch: BackupBatch | None
+) -> list[Backup]:
     try:
         results = await registry.emit(events.DEVICE_BACKUP, device, db=get_connection("default"))
     except PluginError as exc:
@@ -281,18 +300,22 @@ async def diff_exports(first: Backup, second: Backup, store: ObjectStore, bucket
 
 
 class BackupBatch:
-    """Backups of a fleet job, recorded in batches instead of one router at a time.
+    """One fleet task's backups and device outcomes, recorded in batches, each device once.
 
-    One query finds the newest backup of each kind for every device of the job; each
-    ``flush`` writes the queued rows in one INSERT, then prunes where a plugin asked to.
-    A crash loses at most the rows queued since the last flush (their objects stay in
-    the store, unreferenced).
+    One query finds the newest backup of each kind for the task's devices; each ``flush``
+    writes, in one transaction, the ``JobDevice`` outcome rows and the ``Backup`` rows of
+    every device whose outcome is known, then prunes where a plugin asked to. A device
+    already recorded for this job (the task ran before on an instance that died after
+    recording it) is skipped: its new objects are deleted and nothing is written twice.
+    A crash loses at most what was queued since the last flush; the task is then run
+    again and backs those devices up again.
     """
 
-    def __init__(self, store: ObjectStore, bucket: str) -> None:
-        self._store, self._bucket = store, bucket
+    def __init__(self, store: ObjectStore, bucket: str, job_id: Any) -> None:
+        self._store, self._bucket, self._job_id = store, bucket, job_id
         self._latest: dict[tuple[int, BackupKind], str] = {}
         self._pending: list[Backup] = []
+        self._outcomes: dict[int, dict[str, Any] | None] = {}
         self._prune: dict[tuple[int, BackupKind], int] = {}
 
     async def prime(self, device_ids: list[int]) -> None:
@@ -329,10 +352,58 @@ class BackupBatch:
         self._pending += rows
         return rows
 
-    async def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if pending:
-            await Backup.bulk_create(pending, batch_size=500)
+    def outcome(self, device_id: int, failure: dict[str, Any] | None) -> None:
+        """The device is finished: ``failure`` is its ``failed`` entry, None when backed up."""
+        self._outcomes[device_id] = failure
+
+    async def flush(self) -> list[tuple[int, dict[str, Any] | None, list[Backup]]]:
+        """Record every finished device not yet recorded; returns what this call recorded."""
+        outcomes, self._outcomes = self._outcomes, {}
+        finished = [row for row in self._pending if row.device_id in outcomes]
+        self._pending = [row for row in self._pending if row.device_id not in outcomes]
+        recorded: list[tuple[int, dict[str, Any] | None, list[Backup]]] = []
+        if outcomes:
+            recorded = await self._write(outcomes, finished)
         prune, self._prune = self._prune, {}
         for (device_id, kind), keep in prune.items():
             await prune_unchanged(device_id, kind, keep, self._store, self._bucket)
+        return recorded
+
+    async def _write(
+        self, outcomes: dict[int, dict[str, Any] | None], rows: list[Backup]
+    ) -> list[tuple[int, dict[str, Any] | None, list[Backup]]]:
+        for attempt in range(3):
+            try:
+                async with in_transaction() as conn:
+                    known: set[int] = set(
+                        await JobDevice.filter(job_id=self._job_id, device_id__in=list(outcomes))
+                        .using_db(conn)
+                        .values_list("device_id", flat=True)  # type: ignore[arg-type]
+                    )
+                    fresh = {d: f for d, f in outcomes.items() if d not in known}
+                    keep = [row for row in rows if row.device_id in fresh]
+                    await JobDevice.bulk_create(
+                        [
+                            JobDevice(job_id=self._job_id, device_id=d, failure=f)
+                            for d, f in fresh.items()
+                        ],
+                        using_db=conn,
+                    )
+                    if keep:
+                        await Backup.bulk_create(keep, batch_size=500, using_db=conn)
+                    await record_health(fresh, conn)
+                break
+            except IntegrityError:
+                # another instance recorded one of these devices meanwhile: read again
+                if attempt == 2:
+                    raise
+        for row in rows:
+            if row.device_id in known:
+                with contextlib.suppress(ISPError):
+                    await self._store.delete(self._bucket, row.object_key)
+        if known:
+            log.warning(
+                "devices already recorded for this job were skipped",
+                extra={"job_id": str(self._job_id), "devices": sorted(known)},
+            )
+        return [(d, f, [row for row in keep if row.device_id == d]) for d, f in fresh.items()]

@@ -1,15 +1,26 @@
-"""Fleet jobs: back up many devices with bounded concurrency, progress in the ``job`` table.
+"""Fleet jobs: a ``Job`` row split into queue tasks of at most ``ISP_BACKUP_CHUNK_SIZE`` devices.
 
-A fixed pool of workers pulls device ids from a queue, so a fleet of thousands costs
-``ISP_BACKUP_CONCURRENCY`` tasks, not thousands. One failing or slow device is recorded
-in ``failed`` and never holds up the rest. Progress is written at most every
-``PROGRESS_INTERVAL`` seconds and once at the end.
+Starting a job writes the ``Job`` row (``total``) and defers one ``backup_chunk`` task per
+chunk on the job engine (:mod:`isp.queue`); the workers of every instance pick chunks
+up, so instances share a fleet. Each instance backs up at most
+``ISP_BACKUP_CONCURRENCY`` devices at once, whatever number of chunks it holds.
+
+Recording is idempotent per job and device (``JobDevice``, unique): a chunk run again
+after its instance died skips the devices already recorded, and a flush that races
+another instance's records nothing twice. ``done`` and ``failed`` of the job row are
+recomputed from those rows after each flush and only ever grow, so concurrent writers
+on several instances cannot move progress backwards; the writer that sees every
+device recorded finishes the job.
+
+One failing or slow device is recorded in ``failed`` and never holds up the rest: a
+timeout per attempt, retries with backoff for transient failures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
@@ -17,220 +28,233 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from isp.core.models import Device, Job, JobStatus
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from isp.config import Settings
+from isp.core.backups import BackupBatch, back_up_device
+from isp.core.models import Device, Job, JobDevice, JobStatus
 from isp.errors import ISPError, NotFound, ValidationFailed
+from isp.metrics import Metrics
+from isp.queue import TaskQueue
+from isp.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5
-DeviceTask = Callable[[Device], Awaitable[Any]]
+CHUNK_TASK = "backup_chunk"
 
 
-class JobRunner:
-    """Starts jobs as background tasks and cancels them at shutdown."""
+class FleetJobs:
+    """Starts fleet jobs on the queue and runs the chunks this instance's worker picks up."""
 
     def __init__(
         self,
-        concurrency: int,
+        settings: Settings,
+        store: ObjectStore,
+        queue: TaskQueue,
+        metrics: Metrics | None = None,
         *,
-        device_timeout: float = 300.0,
-        retries: int = 2,
         backoff: float = 1.0,
     ) -> None:
-        self._concurrency = concurrency
-        self._device_timeout = device_timeout
-        self._retries = retries
+        self._settings = settings
+        self._store = store
+        self._metrics = metrics
         self._backoff = backoff
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.backup_concurrency)
+        self._chunk = queue.task(CHUNK_TASK, self.run_chunk)
+        # enough chunks held at once to keep every slot busy, one more for chunk tails
+        queue.set_concurrency(
+            math.ceil(settings.backup_concurrency / settings.backup_chunk_size) + 2
+        )
 
     async def start(
         self,
-        kind: str,
         device_ids: list[int] | None,
-        work: DeviceTask,
+        kind: str = "backup",
         *,
-        prepare: Callable[[list[int]], Awaitable[None]] | None = None,
-        flush: Callable[[], Awaitable[None]] | None = None,
+        claim: Callable[[Job, BaseDBAsyncClient], Awaitable[None]] | None = None,
     ) -> Job:
-        """Create the job row and start it; unknown ids are refused before anything runs."""
-        if device_ids is None:
-            ids: list[int] = list(
-                await Device.all().order_by("id").values_list("id", flat=True)  # type: ignore[arg-type]
+        """Create the job row and queue its chunks; unknown ids are refused before anything.
+
+        ``claim`` runs in the job row's transaction (a schedule claims its period there):
+        if it raises, no job exists.
+        """
+        ids = await _device_ids(device_ids)
+        async with in_transaction() as conn:
+            job = await Job.create(
+                id=uuid.uuid4(), kind=kind, total=len(ids), status=JobStatus.RUNNING, using_db=conn
             )
-        else:
-            ids = list(dict.fromkeys(device_ids))
-            found: set[int] = set(
-                await Device.filter(id__in=ids).values_list("id", flat=True)  # type: ignore[arg-type]
-            )
-            unknown = [i for i in ids if i not in found]
-            if unknown:
-                raise ValidationFailed(
-                    f"unknown device ids: {unknown}",
-                    errors=[
-                        {"loc": ["body", "device_ids"], "msg": f"no device with id {i}"}
-                        for i in unknown
-                    ],
-                )
-        job = await Job.create(id=uuid.uuid4(), kind=kind, total=len(ids), status=JobStatus.RUNNING)
-        if prepare is not None:
-            await prepare(ids)
-        task = asyncio.create_task(self._run(job, ids, work, flush), name=f"job-{job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            if claim is not None:
+                await claim(job, conn)
+        if self._metrics is not None:
+            self._metrics.jobs.labels("started").inc()
+        if not ids:
+            await self.progress(job.id)
+            return job
+        size = self._settings.backup_chunk_size
+        chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+        await self._chunk.batch_defer_async(
+            *({"job_id": str(job.id), "device_ids": chunk} for chunk in chunks)
+        )
+        log.info("fleet job queued", extra={"job_id": str(job.id), "devices": len(ids),
+                                            "chunks": len(chunks)})  # fmt: skip
         return job
 
-    async def wait(self, job_id: uuid.UUID) -> None:
-        """Wait for a job started by this runner (CLI and tests)."""
-        for task in list(self._tasks):
-            if task.get_name() == f"job-{job_id}":
-                await task
+    async def wait(self, job_id: uuid.UUID, poll: float = 0.2) -> Job:
+        """The job once it is finished (CLI and tests), polling its row."""
+        while True:
+            job = await Job.get(id=job_id)
+            if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return job
+            await asyncio.sleep(poll)
 
-    async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _run(
-        self,
-        job: Job,
-        ids: list[int],
-        work: DeviceTask,
-        flush: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for device_id in ids:
-            queue.put_nowait(device_id)
-        progress = _Progress(job, flush)
-        devices = _DeviceCache()
-        devices.expect(ids)
-
-        async def worker() -> None:
-            while True:
-                try:
-                    device_id = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                await self._one(device_id, work, progress, devices)
-
+    async def run_chunk(self, job_id: str, device_ids: list[int]) -> None:
+        """The task: back up the chunk's devices not yet recorded for this job."""
+        key = uuid.UUID(job_id)
+        recorded: set[int] = set(
+            await JobDevice.filter(job_id=key, device_id__in=device_ids).values_list(
+                "device_id",
+                flat=True,  # type: ignore[arg-type]
+            )
+        )
+        todo = [d for d in device_ids if d not in recorded]
+        if recorded:
+            log.info("chunk resumed", extra={"job_id": job_id, "skipped": len(recorded)})
+        batch = BackupBatch(self._store, self._settings.s3_backups_bucket, key)
+        await batch.prime(todo)
+        devices = {d.id: d for d in await Device.filter(id__in=todo)}
+        flusher = _Flusher(self, key, batch)
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._concurrency, len(ids)) or 0):
-                    group.create_task(worker())
-            await progress.finish(JobStatus.SUCCEEDED)
-        except asyncio.CancelledError:
-            await asyncio.shield(progress.finish(JobStatus.FAILED, "interrupted by shutdown"))
-            raise
+                for device_id in todo:
+                    group.create_task(self._one(device_id, devices.get(device_id), batch, flusher))
+        finally:
+            # what finished is recorded even when the chunk is interrupted (then retried)
+            await asyncio.shield(flusher.flush())
 
     async def _one(
-        self, device_id: int, work: DeviceTask, progress: _Progress, devices: _DeviceCache
+        self, device_id: int, device: Device | None, batch: BackupBatch, flusher: _Flusher
     ) -> None:
+        async with self._slots:
+            failure = await self._attempts(device_id, device, batch)
+        batch.outcome(device_id, failure)
+        await flusher.maybe_flush()
+
+    async def _attempts(
+        self, device_id: int, device: Device | None, batch: BackupBatch
+    ) -> dict[str, Any] | None:
         """One device: a timeout per attempt, retries with backoff for transient failures.
 
         Transient: a timeout or an error with a 5xx status (unreachable router, dropped
         connection). A 4xx (the router refused a command, a changed host key) is final.
+        Returns the ``failed`` entry, or None when the device was backed up.
         """
+        timeout = self._settings.backup_device_timeout
         attempts = 0
-        failure: tuple[str, dict[str, Any], bool]
         while True:
             attempts += 1
             try:
-                device = await devices.get(device_id, attempts > 1)
+                if attempts > 1 or device is None:
+                    device = await Device.get_or_none(id=device_id)
                 if device is None:
                     raise NotFound(f"device {device_id} was deleted")  # noqa: TRY301
-                async with asyncio.timeout(self._device_timeout):
-                    await work(device)
+                async with asyncio.timeout(timeout):
+                    await back_up_device(device, self._store, self._settings.s3_backups_bucket,
+                                         batch=batch)  # fmt: skip
             except TimeoutError:
-                failure = (f"timed out after {self._device_timeout:g} s", {}, True)
+                reason, extra, transient = f"timed out after {timeout:g} s", {}, True
             except ISPError as exc:
                 # a partial failure stored what it finished: retrying would store it again
                 transient = exc.status_code >= 500 and "stored" not in exc.extra
-                failure = (exc.detail, exc.extra, transient)
+                reason, extra = exc.detail, exc.extra
             except Exception as exc:  # noqa: BLE001 - one device's crash must not stop the job
                 log.exception("job step crashed", extra={"device_id": device_id})
-                failure = (f"{type(exc).__name__}: {exc}", {}, False)
+                reason, extra, transient = f"{type(exc).__name__}: {exc}", {}, False
             else:
-                break
-            reason, extra, transient = failure
-            if not transient or attempts > self._retries:
-                progress.fail(device_id, reason, extra, attempts)
-                break
+                return None
+            if not transient or attempts > self._settings.backup_retries:
+                return _failure(device_id, reason, extra, attempts)
             delay = self._backoff * 2 ** (attempts - 1) * (0.5 + random.random())
             log.info(
                 "device backup retry",
                 extra={"device_id": device_id, "attempt": attempts, "delay_s": round(delay, 2)},
             )
             await asyncio.sleep(delay)
-        progress.done_one()
-        await progress.maybe_flush()
+
+    async def progress(self, job_id: uuid.UUID) -> None:
+        """Recompute ``done``/``failed`` from the recorded rows; finish the job when complete."""
+        done = await JobDevice.filter(job_id=job_id).count()
+        failed = list(
+            await JobDevice.filter(job_id=job_id, failure__isnull=False)
+            .order_by("id")
+            .values_list("failure", flat=True)
+        )
+        await Job.filter(id=job_id, done__lt=done).update(done=done, failed=failed)
+        job = await Job.get(id=job_id)
+        if done < job.total or job.status is not JobStatus.RUNNING:
+            return
+        status = JobStatus.FAILED if failed and len(failed) == job.total else JobStatus.SUCCEEDED
+        finished = await Job.filter(id=job_id, status=JobStatus.RUNNING).update(
+            status=status, done=done, failed=failed, finished_at=datetime.now(UTC)
+        )
+        if finished and self._metrics is not None:
+            self._metrics.jobs.labels(status.value).inc()
+        if finished:
+            log.info("fleet job finished", extra={"job_id": str(job_id), "status": status.value,
+                                                  "failed": len(failed)})  # fmt: skip
+
+    def count(self, recorded: list[tuple[int, dict[str, Any] | None, list[Any]]]) -> None:
+        if self._metrics is None:
+            return
+        for _, failure, rows in recorded:
+            self._metrics.backups.labels("device", "failed" if failure else "ok").inc()
+            for row in rows:
+                outcome = "changed" if row.changed else "unchanged"
+                self._metrics.backups.labels(row.kind.value, outcome).inc()
 
 
-class _DeviceCache:
-    """Devices read in pages of ``PAGE`` (one query each), not one query per device."""
+class _Flusher:
+    """Writes a chunk's finished devices at most every ``PROGRESS_INTERVAL`` s, and last."""
 
-    PAGE = 500
-
-    def __init__(self) -> None:
-        self._found: dict[int, Device | None] = {}
-        self._position: dict[int, int] = {}
-        self._pending: list[int] = []
-        self._lock = asyncio.Lock()  # the workers start together: one of them reads a page
-
-    def expect(self, ids: list[int]) -> None:
-        self._pending = list(ids)
-        self._position = {device_id: i for i, device_id in enumerate(ids)}
-
-    async def get(self, device_id: int, fresh: bool = False) -> Device | None:
-        if fresh or device_id not in self._position:
-            return await Device.get_or_none(id=device_id)
-        if device_id not in self._found:
-            async with self._lock:
-                if device_id not in self._found:
-                    start = self._position[device_id]
-                    page = self._pending[start : start + self.PAGE]
-                    found = {d.id: d for d in await Device.filter(id__in=page)}
-                    for pid in page:
-                        self._found[pid] = found.get(pid)
-        return self._found.pop(device_id, None)
-
-
-class _Progress:
-    def __init__(self, job: Job, flush: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.job = job
-        self._flush = flush
-        self.done = 0
-        self.failed: list[dict[str, Any]] = []
-        self._flushed_at = time.monotonic()
-
-    def fail(self, device_id: int, reason: str, extra: dict[str, Any], attempts: int = 1) -> None:
-        entry: dict[str, Any] = {"device_id": device_id, "reason": reason, "attempts": attempts}
-        for key in ("plugin", "hook", "step"):
-            if key in extra:
-                entry[key] = extra[key]
-        if "stored" in extra:  # a partial backup: the kinds that were stored anyway
-            entry["stored"] = [item["kind"] for item in extra["stored"]]
-        self.failed.append(entry)
-
-    def done_one(self) -> None:
-        self.done += 1
+    def __init__(self, jobs: FleetJobs, job_id: uuid.UUID, batch: BackupBatch) -> None:
+        self._jobs, self._job_id, self._batch = jobs, job_id, batch
+        self._at = time.monotonic()
+        self._lock = asyncio.Lock()
 
     async def maybe_flush(self) -> None:
-        if time.monotonic() - self._flushed_at >= PROGRESS_INTERVAL:
-            self._flushed_at = time.monotonic()
-            if self._flush is not None:
-                await self._flush()
-            await Job.filter(id=self.job.id).update(done=self.done, failed=list(self.failed))
+        if time.monotonic() - self._at >= PROGRESS_INTERVAL and not self._lock.locked():
+            await self.flush()
 
-    async def finish(self, status: JobStatus, reason: str | None = None) -> None:
-        if self._flush is not None:
-            await self._flush()
-        if reason is not None:
-            self.failed.append({"device_id": None, "reason": reason})
-        if self.failed and status is JobStatus.SUCCEEDED and len(self.failed) == self.job.total:
-            status = JobStatus.FAILED
-        await Job.filter(id=self.job.id).update(
-            done=self.done,
-            failed=list(self.failed),
-            status=status,
-            finished_at=datetime.now(UTC),
+    async def flush(self) -> None:
+        async with self._lock:
+            self._at = time.monotonic()
+            recorded = await self._batch.flush()
+            self._jobs.count(recorded)
+            await self._jobs.progress(self._job_id)
+
+
+def _failure(device_id: int, reason: str, extra: dict[str, Any], attempts: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"device_id": device_id, "reason": reason, "attempts": attempts}
+    for key in ("plugin", "hook", "step"):
+        if key in extra:
+            entry[key] = extra[key]
+    if "stored" in extra:  # a partial backup: the kinds that were stored anyway
+        entry["stored"] = [item["kind"] for item in extra["stored"]]
+    return entry
+
+
+async def _device_ids(device_ids: list[int] | None) -> list[int]:
+    if device_ids is None:
+        return list(await Device.all().order_by("id").values_list("id", flat=True))  # type: ignore[arg-type]
+    ids = list(dict.fromkeys(device_ids))
+    found: set[int] = set(await Device.filter(id__in=ids).values_list("id", flat=True))  # type: ignore[arg-type]
+    unknown = [i for i in ids if i not in found]
+    if unknown:
+        raise ValidationFailed(
+            f"unknown device ids: {unknown}",
+            errors=[
+                {"loc": ["body", "device_ids"], "msg": f"no device with id {i}"} for i in unknown
+            ],
         )
+    return ids

@@ -74,6 +74,10 @@ class Device(Model):
     password_enc = fields.TextField()
     host_key: str | None = fields.TextField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
+    # backup health: when the last complete backup finished, and why the last one failed
+    # (cleared by the next complete backup); see isp.core.backup_health
+    last_backup_at = fields.DatetimeField(null=True)
+    last_backup_error: str | None = fields.TextField(null=True)
 
     class Meta:
         table = "device"
@@ -153,3 +157,43 @@ class Job(Model):
 
     class Meta:
         table = "job"
+
+
+class JobDevice(Model):
+    """One device's outcome in one fleet job: written once, so a retried task records nothing twice.
+
+    The unique (job, device) pair is what makes recording idempotent: a task picked up
+    again after its instance died skips the devices already here.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    job: fields.ForeignKeyRelation[Job] = fields.ForeignKeyField(
+        "core.Job", related_name="devices", on_delete=fields.CASCADE
+    )
+    device_id = fields.IntField()
+    failure: dict[str, Any] | None = fields.JSONField(null=True)
+    recorded_at = fields.DatetimeField(auto_now_add=True)
+
+    job_id: Any
+
+    class Meta:
+        table = "job_device"
+        unique_together = (("job", "device_id"),)
+
+
+class ScheduleRun(Model):
+    """One period of a schedule that started a job, unique per (name, period) across instances."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64)
+    run_at = fields.DatetimeField()
+    job: fields.ForeignKeyNullableRelation[Job] = fields.ForeignKeyField(
+        "core.Job", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    job_id: Any
+
+    class Meta:
+        table = "schedule_run"
+        unique_together = (("name", "run_at"),)

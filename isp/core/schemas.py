@@ -151,6 +151,8 @@ class DeviceOut(BaseModel):
     host_key_pinned: bool
     host_key_fingerprint: str | None = None
     created_at: datetime
+    last_backup_at: datetime | None = None
+    last_backup_error: str | None = None
 
 
 class TrustIn(Strict):
@@ -250,3 +252,15 @@ class JobOut(BaseModel):
 class JobList(BaseModel):
     jobs: list[JobOut]
     next: UUID | None
+
+
+class ScheduleOut(BaseModel):
+    name: str
+    cron: str
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_job_id: UUID | None
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]

@@ -24,6 +24,7 @@ from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
 from isp.core.status import check_move
 from isp.crypto import SecretBox
 from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
+from isp.metrics import count_workflow
 from isp.plugins import registry
 from isp.plugins.hooks import HookResult
 
@@ -40,22 +41,27 @@ async def emit_in_transaction(
     reports success. A one-statement probe finds out, and the workflow fails instead,
     naming the hook.
     """
-    results = await registry.emit(event, obj, db=conn, **extra)
-    failed = [result for result in results if result.error is not None]
-    if not failed:
-        return results
     try:
-        await conn.execute_query("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot commit"
-        first = failed[0]
-        why = first.error.detail if first.error else "failed"
-        raise HookCrashed(
-            f"hook {first.plugin}.{first.hook} failed ({why}) and left the database "
-            "transaction unusable; the workflow was rolled back",
-            plugin=first.plugin,
-            hook=first.hook,
-            event=event,
-        ) from exc
+        results = await registry.emit(event, obj, db=conn, **extra)
+    except BaseException:
+        count_workflow(event, ok=False)
+        raise
+    failed = [result for result in results if result.error is not None]
+    if failed:
+        try:
+            await conn.execute_query("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot commit"
+            count_workflow(event, ok=False)
+            first = failed[0]
+            why = first.error.detail if first.error else "failed"
+            raise HookCrashed(
+                f"hook {first.plugin}.{first.hook} failed ({why}) and left the database "
+                "transaction unusable; the workflow was rolled back",
+                plugin=first.plugin,
+                hook=first.hook,
+                event=event,
+            ) from exc
+    count_workflow(event, ok=True)
     return results
 
 

@@ -76,9 +76,7 @@ async def test_service_lifecycle_provision_suspend_resume_terminate(
     assert (await current.get_json())["status"] == "terminated"
 
 
-async def test_illegal_move_is_409_and_changes_nothing(
-    client: Client, tokens: Tokens
-) -> None:
+async def test_illegal_move_is_409_and_changes_nothing(client: Client, tokens: Tokens) -> None:
     ids = await create_records(client, tokens.operator)
     response = await client.post(
         f"/services/{ids['service_id']}/resume", headers=auth(tokens.operator)
@@ -95,9 +93,7 @@ async def test_illegal_move_is_409_and_changes_nothing(
 @pytest.mark.parametrize(
     "path", ["/services/9999/provision", "/services/9999", "/devices/9999/backups", "/jobs/0"]
 )
-async def test_unknown_id_is_404_problem(
-    client: Client, tokens: Tokens, path: str
-) -> None:
+async def test_unknown_id_is_404_problem(client: Client, tokens: Tokens, path: str) -> None:
     method = client.post if path.endswith("provision") else client.get
     response = await method(path, headers=auth(tokens.operator))
     assert response.status_code == 404
@@ -119,9 +115,7 @@ async def test_bad_body_is_422_naming_the_field(client: Client, tokens: Tokens) 
     assert "download_mbps" in problem["detail"]
 
 
-async def test_unknown_field_and_non_json_body_are_422(
-    client: Client, tokens: Tokens
-) -> None:
+async def test_unknown_field_and_non_json_body_are_422(client: Client, tokens: Tokens) -> None:
     extra = await client.post(
         "/customers", json={"name": "A", "colour": "red"}, headers=auth(tokens.operator)
     )
@@ -162,9 +156,7 @@ async def test_no_token_with_bad_body_is_still_401(client: Client) -> None:
     assert response.status_code == 401
 
 
-async def test_operator_token_on_admin_route_is_403(
-    client: Client, tokens: Tokens
-) -> None:
+async def test_operator_token_on_admin_route_is_403(client: Client, tokens: Tokens) -> None:
     response = await client.get("/plugins", headers=auth(tokens.operator))
     assert response.status_code == 403
     assert response.mimetype == "application/problem+json"
