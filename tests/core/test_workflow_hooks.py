@@ -80,6 +80,7 @@ def write_plugin(root: Path, name: str, handlers: str) -> None:
         "version": "1.0.0",
         "description": f"{name} test plugin",
         "author": "tests",
+        "vendors": ["mikrotik"],
         "hooks": ["service_provision"],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
