@@ -9,22 +9,14 @@ The refusal itself is tested with the real MikroTik plugin in
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from isp.config import Settings
-
-NULL_ROUTER = Path(__file__).resolve().parents[1] / "fixtures" / "plugins" / "null_router"
+from tests.conftest import NULL_ROUTER, install_plugin
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The app's settings, with the router stand-in copied into its plugins directory."""
-    shutil.copytree(
-        NULL_ROUTER,
-        settings.plugins_dir / NULL_ROUTER.name,
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    """The app's settings, with the router stand-in in its plugins directory."""
+    install_plugin(NULL_ROUTER, settings)
     return settings
