@@ -64,7 +64,13 @@ def load_plugin(
     from isp.plugins.loader import load
 
     loaded = load(describe(Path(folder)), registry.events)
-    registry.publish(loaded.name, loaded.entries, enabled=enabled, events=loaded.manifest.events)
+    registry.publish(
+        loaded.name,
+        loaded.entries,
+        enabled=enabled,
+        events=loaded.manifest.events,
+        vendors=loaded.manifest.vendors,
+    )
     return loaded
 
 

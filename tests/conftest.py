@@ -8,6 +8,7 @@ migrated database; nothing leaks between tests.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -84,6 +85,19 @@ def s3_settings(endpoint: str) -> dict[str, Any]:
         "s3_access_key": S3_ACCESS_KEY,
         "s3_secret_key": S3_SECRET_KEY,
     }
+
+
+NULL_ROUTER = Path(__file__).resolve().parent / "fixtures" / "plugins" / "null_router"
+"""A router plugin stand-in: drives MikroTik devices for every service move, touches none."""
+
+
+def install_plugin(folder: Path, settings: Settings) -> None:
+    """Copy a plugin folder into the app's plugins directory (the app loads it on start)."""
+    shutil.copytree(
+        folder,
+        settings.plugins_dir / folder.name,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
 
 
 @pytest.fixture

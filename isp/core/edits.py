@@ -23,7 +23,7 @@ from isp.core import events
 from isp.core.models import Backup, Customer, Device, Plan, Service, ServiceStatus
 from isp.core.schemas import CustomerPatch, DevicePatch, PlanPatch, ServicePatch
 from isp.core.status import check_move
-from isp.core.workflows import emit_in_transaction
+from isp.core.workflows import emit_in_transaction, require_driver
 from isp.crypto import SecretBox
 from isp.errors import Conflict, NotFound, PluginError, ValidationFailed
 from isp.plugins import registry
@@ -32,6 +32,7 @@ from isp.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 LIVE = (ServiceStatus.PENDING, ServiceStatus.ACTIVE, ServiceStatus.SUSPENDED)
+ON_ROUTER = (ServiceStatus.ACTIVE, ServiceStatus.SUSPENDED)  # what a router holds a secret for
 SHOWN_IDS = 10
 
 
@@ -109,7 +110,8 @@ async def update_device(device_id: int, data: DevicePatch, box: SecretBox) -> De
 
 async def update_service(service_id: int, data: ServicePatch, box: SecretBox) -> Service:
     """A new plan or password; ``service_update`` lets the router follow (relations loaded,
-    the new plan included)."""
+    the new plan included). For a service on its router (active, suspended) the change
+    is refused (409) when no enabled plugin drives that router for ``service_update``."""
     values = data.model_dump(exclude_unset=True)
     if "plan_id" in values and not await Plan.exists(id=values["plan_id"]):
         raise ValidationFailed(
@@ -129,6 +131,9 @@ async def update_service(service_id: int, data: ServicePatch, box: SecretBox) ->
             service.password_enc = box.encrypt(password)
             changes["password"] = None
         if changes:
+            if service.status in ON_ROUTER:
+                await service.fetch_related("device", using_db=conn)
+                require_driver(events.SERVICE_UPDATE, service.device)
             fields = ["plan_id" if k == "plan_id" else "password_enc" for k in changes]
             await service.save(using_db=conn, update_fields=[*fields, "updated_at"])
             await service.fetch_related("customer", "plan", "device", using_db=conn)

@@ -14,10 +14,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 from isp.crypto import process_box
-
-
-class Vendor(StrEnum):
-    MIKROTIK = "mikrotik"
+from isp.vendors import Vendor as Vendor  # shared with plugin manifests
 
 
 class ServiceStatus(StrEnum):

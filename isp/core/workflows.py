@@ -65,6 +65,24 @@ async def emit_in_transaction(
     return results
 
 
+def require_driver(event: str, device: Device) -> None:
+    """Refuse a move that no enabled plugin would carry out on ``device``'s router.
+
+    Without this, the workflow would commit and answer "done" while no router was
+    touched. A plugin counts when it hooks ``event`` and declares the device's vendor in
+    its manifest's ``vendors``; plugins that drive no router (texts, records) never do.
+    """
+    vendor = device.vendor.value
+    if not registry.drivers(event, vendor):
+        raise Conflict(
+            f"no enabled plugin handles {event} for {vendor} devices (device {device.id}): "
+            f"enable a plugin that handles {event} for {vendor} devices",
+            vendor=vendor,
+            event=event,
+            device_id=device.id,
+        )
+
+
 async def create_customer(data: CustomerIn) -> Customer:
     async with in_transaction() as conn:
         customer = await Customer.create(**data.model_dump(), using_db=conn)
@@ -120,6 +138,9 @@ async def create_service(data: ServiceIn, box: SecretBox) -> Service:
 async def move_service(service_id: int, action: str) -> Service:
     """Provision, suspend, resume or terminate a service (see :mod:`isp.core.status`).
 
+    Refused (409) before anything is written when no enabled plugin drives the
+    service's device for the move's event (:func:`require_driver`).
+
     The row is locked for the transaction (PostgreSQL), so two concurrent moves of one
     service are serialized and the second sees the first's result.
     """
@@ -129,6 +150,7 @@ async def move_service(service_id: int, action: str) -> Service:
             raise NotFound(f"no service with id {service_id}")
         move = check_move(action, service.status, service.id)
         await service.fetch_related("customer", "plan", "device", using_db=conn)
+        require_driver(move.event, service.device)
         service.status = move.target
         await service.save(using_db=conn, update_fields=["status", "updated_at"])
         await emit_in_transaction(move.event, service, conn)

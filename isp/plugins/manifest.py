@@ -18,6 +18,7 @@ from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from isp.errors import PluginInvalid
+from isp.vendors import Vendor
 
 MANIFEST_FILE: Final = "manifest.json"
 MAX_HOOK_TIMEOUT: Final = 3600.0
@@ -104,6 +105,8 @@ class Manifest(BaseModel):
     events: tuple[str, ...] = ()
     requires_isp: str | None = None
     requires: dict[str, str] = Field(default_factory=dict)
+    vendors: tuple[str, ...] = ()
+    """The device vendors this plugin's hooks drive (values of ``isp.vendors.Vendor``)."""
 
     @field_validator("name")
     @classmethod
@@ -140,6 +143,17 @@ class Manifest(BaseModel):
     def _event_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             check_event(name)
+        return value
+
+    @field_validator("vendors")
+    @classmethod
+    def _vendor_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = [vendor.value for vendor in Vendor]
+        for name in value:
+            if name not in known:
+                raise ValueError(f"{name!r} is not a known vendor; known: {', '.join(known)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a vendor is listed twice")
         return value
 
     @field_validator("requires_isp")

@@ -32,12 +32,19 @@ DEFAULT_TIMEOUT = 10.0
 
 
 class _Published:
-    __slots__ = ("enabled", "entries", "events")
+    __slots__ = ("enabled", "entries", "events", "vendors")
 
-    def __init__(self, entries: tuple[HookEntry, ...], enabled: bool, events: frozenset[str]):
+    def __init__(
+        self,
+        entries: tuple[HookEntry, ...],
+        enabled: bool,
+        events: frozenset[str],
+        vendors: frozenset[str] = frozenset(),
+    ):
         self.entries = entries
         self.enabled = enabled
         self.events = events
+        self.vendors = vendors
 
 
 class PluginRegistry:
@@ -57,6 +64,7 @@ class PluginRegistry:
         self._events: frozenset[str] = frozenset()
         self._plugins: dict[str, _Published] = {}
         self._plans: dict[str, EventPlan] = {}
+        self._drivers: dict[tuple[str, str], tuple[str, ...]] = {}
 
     # -- configuration ---------------------------------------------------------------
 
@@ -137,7 +145,12 @@ class PluginRegistry:
         current = self._plugins.get(owner)
         entries = current.entries if current else ()
         entry = HookEntry(owner, reg, timeout=reg.timeout, critical=critical)
-        self.publish(owner, (*entries, entry), enabled=current.enabled if current else True)
+        self.publish(
+            owner,
+            (*entries, entry),
+            enabled=current.enabled if current else True,
+            vendors=current.vendors if current else (),
+        )
 
     def publish(
         self,
@@ -146,9 +159,15 @@ class PluginRegistry:
         *,
         enabled: bool = True,
         events: Iterable[str] = (),
+        vendors: Iterable[str] = (),
     ) -> None:
-        """Install (or atomically replace) a validated plugin's hooks."""
-        self._plugins[plugin] = _Published(tuple(entries), enabled, frozenset(events))
+        """Install (or atomically replace) a validated plugin's hooks.
+
+        ``vendors``: the device vendors its hooks drive (the manifest's ``vendors``).
+        """
+        self._plugins[plugin] = _Published(
+            tuple(entries), enabled, frozenset(events), frozenset(vendors)
+        )
         self._rebuild()
 
     def withdraw(self, plugin: str) -> None:
@@ -161,7 +180,9 @@ class PluginRegistry:
         if published is None:
             raise KeyError(plugin)
         if published.enabled != enabled:
-            self._plugins[plugin] = _Published(published.entries, enabled, published.events)
+            self._plugins[plugin] = _Published(
+                published.entries, enabled, published.events, published.vendors
+            )
             self._rebuild()
 
     # -- introspection ---------------------------------------------------------------
@@ -181,6 +202,11 @@ class PluginRegistry:
         """The enabled hooks ``emit(event)`` would call now, in call order."""
         plan = self._plans.get(event)
         return plan.hooks if plan else ()
+
+    def drivers(self, event: str, vendor: str) -> tuple[str, ...]:
+        """The enabled plugins with a hook for ``event`` that declare they drive ``vendor``
+        devices, by name (empty when none would act on such a device)."""
+        return self._drivers.get((event, vendor), ())
 
     def timeout_of(self, entry: HookEntry) -> float:
         return entry.timeout or self._default_timeout
@@ -207,16 +233,20 @@ class PluginRegistry:
     def _rebuild(self) -> None:
         events = set(self._declared)
         table: dict[str, list[HookEntry]] = {}
+        drivers: dict[tuple[str, str], list[str]] = {}
         for name in sorted(self._plugins):
             published = self._plugins[name]
             events |= published.events
             if published.enabled:
                 for entry in published.entries:
                     table.setdefault(entry.event, []).append(entry)
+                    for vendor in published.vendors:
+                        drivers.setdefault((entry.event, vendor), []).append(name)
         plans = {
             event: EventPlan(tuple(hooks), self._default_timeout) for event, hooks in table.items()
         }
         self._events = frozenset(events)
+        self._drivers = {key: tuple(names) for key, names in drivers.items()}
         self._plans = plans  # the one assignment emits observe
 
 

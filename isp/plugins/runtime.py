@@ -392,7 +392,11 @@ class PluginRuntime:
             self._failed(state, exc.detail)
             return
         self._registry.publish(
-            state.name, new.entries, enabled=state.enabled, events=new.manifest.events
+            state.name,
+            new.entries,
+            enabled=state.enabled,
+            events=new.manifest.events,
+            vendors=new.manifest.vendors,
         )
         state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
         state.error = state.reload_error = None

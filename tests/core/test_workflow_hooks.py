@@ -72,7 +72,9 @@ def provision(service, db):
 
 
 def write_plugin(root: Path, name: str, handlers: str) -> None:
-    files = plugin_files(name, handlers=textwrap.dedent(handlers), hooks=["service_provision"])
+    files = plugin_files(
+        name, handlers=textwrap.dedent(handlers), hooks=["service_provision"], vendors=["mikrotik"]
+    )
     builders.write_plugin(root, name, files)
 
 

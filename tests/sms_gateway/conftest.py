@@ -14,6 +14,7 @@ import pytest
 
 from isp.config import Settings
 from isp.plugins.settings import settings_store
+from tests.conftest import NULL_ROUTER, install_plugin
 from tests.sms_gateway.gateway_server import FakeGateway
 from tests.sms_gateway.loaded import PLUGIN_DIR
 
@@ -22,12 +23,17 @@ NAME = "sms_gateway"
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The app's settings, with the plugin copied into its plugins directory."""
+    """The app's settings, with the plugin copied into its plugins directory.
+
+    Next to it the router stand-in (``null_router``): texts go out on moves that a
+    router plugin carries out; with no plugin driving the device, moves are refused.
+    """
     shutil.copytree(
         PLUGIN_DIR,
         settings.plugins_dir / NAME,
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
+    install_plugin(NULL_ROUTER, settings)
     return settings
 
 
