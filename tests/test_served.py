@@ -1,9 +1,9 @@
-"""Behaviour that depends on the real server: Hypercorn processes on one SQLite file.
+"""Behaviour that depends on the real server: Hypercorn processes on one database.
 
 - schemathesis (every phase: examples, coverage, fuzzing, stateful) finds no 5xx, no
   answer outside the documented statuses, content types, headers or schemas;
 - a token revoked on one instance is refused there at once and on the other within
-  ``ISP_PLUGIN_SYNC_INTERVAL``;
+  ``ISP_PLUGIN_SYNC_INTERVAL`` (two instances on one SQLite file, and on PostgreSQL);
 - ``isp serve`` on a port in use exits within 2 s, non-zero, with one line naming it.
 """
 
@@ -21,18 +21,20 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET_KEY
-from tests.plugins.test_instances import free_port, isp, until
+from tests.plugins.test_instances import free_port, isp, shared_database, until
+
+__all__ = ["shared_database"]
 
 SYNC_INTERVAL = 0.5
 SCHEMATHESIS_EXAMPLES = "30"
 
 
-def server_env(tmp_path: Path, n: int) -> dict[str, str]:
+def server_env(tmp_path: Path, n: int, database_url: str | None = None) -> dict[str, str]:
     plugins = tmp_path / f"plugins{n}"
     plugins.mkdir(exist_ok=True)
     return {
         **os.environ,
-        "ISP_DATABASE_URL": f"sqlite://{tmp_path / 'isp.sqlite3'}",
+        "ISP_DATABASE_URL": database_url or f"sqlite://{tmp_path / 'isp.sqlite3'}",
         "ISP_DATA_DIR": str(tmp_path / f"data{n}"),
         "ISP_PLUGINS_DIR": str(plugins),
         "ISP_SECRET_KEY": TEST_SECRET_KEY,
@@ -57,9 +59,9 @@ async def _ready(client: httpx.AsyncClient, url: str) -> bool:
 
 
 async def start_servers(
-    tmp_path: Path, count: int
+    tmp_path: Path, count: int, database_url: str | None = None
 ) -> tuple[Servers, list[asyncio.subprocess.Process]]:
-    envs = [server_env(tmp_path, n) for n in range(count)]
+    envs = [server_env(tmp_path, n, database_url) for n in range(count)]
     await isp("user", "add", "alice", "--role", "admin", env=envs[0])
     token = (await isp("token", "issue", "alice", "--scope", "admin", env=envs[0])).split()[-1]
     ports = [free_port() for _ in envs]
@@ -85,9 +87,8 @@ async def start_servers(
     return Servers(urls, token, envs[0]), processes
 
 
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
-    found, processes = await start_servers(tmp_path, 2)
+async def _serving(tmp_path: Path, database_url: str | None = None) -> AsyncIterator[Servers]:
+    found, processes = await start_servers(tmp_path, 2, database_url)
     try:
         yield found
     finally:
@@ -95,6 +96,20 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
             process.terminate()
         for process in processes:
             await asyncio.wait_for(process.wait(), timeout=15)
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    """Two instances on one SQLite file."""
+    async for found in _serving(tmp_path):
+        yield found
+
+
+@pytest.fixture
+async def pg_servers(shared_database: str, tmp_path: Path) -> AsyncIterator[Servers]:
+    """Two instances on one PostgreSQL database."""
+    async for found in _serving(tmp_path, shared_database):
+        yield found
 
 
 async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
@@ -126,6 +141,16 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
 async def test_revoked_token_refused_here_at_once_and_elsewhere_within_the_interval(
     servers: Servers,
 ) -> None:
+    await revoke_on_one_refused_on_both(servers)
+
+
+async def test_revoked_token_refused_elsewhere_within_the_interval_on_postgresql(
+    pg_servers: Servers,
+) -> None:
+    await revoke_on_one_refused_on_both(pg_servers)
+
+
+async def revoke_on_one_refused_on_both(servers: Servers) -> None:
     first, second = servers.urls
     admin = {"Authorization": f"Bearer {servers.token}"}
     async with httpx.AsyncClient(timeout=5) as client:
