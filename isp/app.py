@@ -35,6 +35,7 @@ from isp.plugins.service import PluginService
 from isp.plugins.settings_api import bp as plugin_settings_bp
 from isp.plugins.sync import PluginSync
 from isp.problems import install_error_handlers
+from isp.response_conversion import install_response_conversion
 from isp.storage import create_object_store
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> Quart:
         security=[{"bearer": []}],
         openapi_provider_class=ISPOpenAPIProvider,
     )
+    install_response_conversion(app)
     install_error_handlers(app)
     app.before_request(refuse_nul_in_query)
     registry.declare_events(CORE_EVENTS)
