@@ -45,6 +45,7 @@ from isp.plugins.specs import SPECS_BY_NAME
 from isp.plugins.sync import PluginSync
 from isp.problems import install_error_handlers
 from isp.queue import TaskQueue
+from isp.response_conversion import install_response_conversion
 from isp.storage import create_object_store
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> Quart:
         security=[{"bearer": []}],
         openapi_provider_class=ISPOpenAPIProvider,
     )
+    install_response_conversion(app)
     install_error_handlers(app)
     app.before_request(refuse_nul_in_query)
     plugin_registry = PluginRegistry(default_timeout=settings.hook_timeout)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
@@ -32,6 +33,7 @@ CORE_MODELS: list[str] = [
     "isp.audit",
 ]
 CORE_MIGRATIONS = "isp_migrations"
+ASYNCPG_ENGINE = "tortoise.backends.asyncpg"
 MIGRATION_LOCK = 0x15_0001  # PostgreSQL advisory lock key held while migrating
 
 
@@ -46,11 +48,26 @@ def core_app_config() -> dict[str, Any]:
 def tortoise_config(settings: Settings) -> dict[str, Any]:
     """The Tortoise config of the core app on ``settings.database_url``."""
     return {
-        "connections": {"default": settings.database_url},
+        "connections": {"default": _connection_config(settings.database_url)},
         "apps": {CORE_APP: core_app_config()},
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+def _connection_config(url: str) -> dict[str, Any]:
+    connection = expand_db_url(url)
+    if connection["engine"] == ASYNCPG_ENGINE:
+        connection["credentials"]["reset"] = _release_without_reset_query
+    return connection
+
+
+async def _release_without_reset_query(connection: Any) -> None:
+    """asyncpg's pool, by default, sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` each time a connection goes back to it: a second round trip for every
+    query. The service leaves no session state behind (no SET, LISTEN or held cursor;
+    the migration lock is released in ``finally``), and asyncpg still rolls back an open
+    transaction and drops listeners before it calls this, so nothing else is needed."""
 
 
 async def init_db(settings: Settings) -> None:

@@ -25,6 +25,7 @@ from isp.core.status import check_move
 from isp.crypto import SecretBox
 from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
 from isp.metrics import count_workflow
+from isp.pk_reads import get_by_pk
 from isp.plugins import registry
 from isp.plugins.hooks import HookResult
 
@@ -198,7 +199,7 @@ async def trust_host_key(device_id: int, host_key: str | None, actor: Principal)
 
 
 async def get_or_404(model: type[Any], object_id: Any, label: str) -> Any:
-    found = await model.get_or_none(id=object_id)
+    found = await get_by_pk(model, object_id)
     if found is None:
         raise NotFound(f"no {label} with id {object_id}")
     return found

@@ -2,10 +2,11 @@
 
 Run: ``.venv/bin/python tests/bench/http.py [--seconds N] [--connections C]``. Both run on
 Hypercorn, one worker each, started here as separate processes; ``wrk`` (Debian's
-package) loads each in turn with 20 connections, alternating twice so drift hits both
-alike. The service runs on SQLite (``--postgres``: also on a throw-away PostgreSQL
-cluster, or ``ISP_TEST_POSTGRES_URL``) with a token issued by ``isp token issue``. It
-prints requests per second of each and the ratio; the goal is at least 0.6x.
+package) loads each in turn with 20 connections, alternating for several rounds
+(``--rounds``, 3 by default) so drift hits both alike; each figure is the median. The
+service runs on SQLite (``--postgres``: also on a throw-away PostgreSQL cluster, or
+``ISP_TEST_POSTGRES_URL``) with a token issued by ``isp token issue``. It prints
+requests per second of each and the ratio; the goal is at least 0.6x.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -76,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -161,18 +164,21 @@ def measure(args: argparse.Namespace, database_url: str | None) -> None:
         wrk(hello, 2, args.connections, None)  # warm-up
         wrk(customer, 2, args.connections, token)
         rounds: dict[str, list[float]] = {"hello": [], "customer": [], "healthz": []}
-        for _ in range(2):
+        for _ in range(args.rounds):
             rounds["hello"].append(wrk(hello, args.seconds, args.connections, None))
             rounds["customer"].append(wrk(customer, args.seconds, args.connections, token))
             rounds["healthz"].append(
                 wrk(f"{service}/healthz", args.seconds, args.connections, None)
             )
-        hello_rps = sum(rounds["hello"]) / len(rounds["hello"])
-        customer_rps = sum(rounds["customer"]) / len(rounds["customer"])
-        print(f"wrk, {args.connections} connections, {args.seconds} s x 2 rounds each")
+        hello_rps = statistics.median(rounds["hello"])
+        customer_rps = statistics.median(rounds["customer"])
+        print(
+            f"wrk, {args.connections} connections, {args.seconds} s x {args.rounds} rounds each "
+            "(median)"
+        )
         print(f"Quart hello-world          {hello_rps:9.0f} req/s  {rounds['hello']}")
         print(f"GET /customers/{{id}} (auth) {customer_rps:9.0f} req/s  {rounds['customer']}")
-        healthz_rps = sum(rounds["healthz"]) / len(rounds["healthz"])
+        healthz_rps = statistics.median(rounds["healthz"])
         print(f"GET /healthz (no auth, no DB) {healthz_rps:7.0f} req/s  {rounds['healthz']}")
         print(f"ratio {customer_rps / hello_rps:.2f}x (goal >= 0.60x); /healthz "
               f"{healthz_rps / hello_rps:.2f}x")  # fmt: skip
