@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from quart.typing import TestClientProtocol as Client
+from werkzeug.datastructures import FileStorage
 
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, auth
 
 INIT = "from isp.plugins import Plugin\n\nplugin = Plugin()\n"
 
@@ -66,6 +68,45 @@ def zip_of(name: str, files: Mapping[str, str | bytes], *, folder: bool = True) 
         for rel, text in files.items():
             archive.writestr(f"{name}/{rel}" if folder else rel, text)
     return buffer.getvalue()
+
+
+STAMP_HANDLERS = """
+from isp.plugins import registry
+
+VERSION = {version!r}
+
+@registry.hook("customer_created")
+async def stamp(customer, db):
+    customer.address = "{name}-" + VERSION
+    await customer.save(using_db=db, update_fields=["address"])
+"""
+
+
+def stamp_files(
+    name: str = "stamp", version: str = "1.0.0", handlers: str | None = None, **manifest: Any
+) -> dict[str, str]:
+    """The ``stamp`` plugin (its hook writes ``<name>-<version>`` into the address)."""
+    return plugin_files(
+        name,
+        version,
+        handlers=handlers or STAMP_HANDLERS.format(name=name, version=version),
+        hooks=["customer_created"],
+        author="tests",
+        **manifest,
+    )
+
+
+def stamp_zip(name: str = "stamp", version: str = "1.0.0", folder: bool = True, **kw: Any) -> bytes:
+    return zip_of(name, stamp_files(name, version, **kw), folder=folder)
+
+
+async def upload(client: Client, token: str, data: bytes, query: str = "") -> Any:
+    return await client.post(
+        f"/plugins/upload{query}",
+        files={"file": FileStorage(io.BytesIO(data), filename="plugin.zip",
+                                   content_type="application/zip")},
+        headers=auth(token),
+    )  # fmt: skip
 
 
 ManifestData = dict[str, Any]

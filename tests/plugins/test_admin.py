@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
@@ -14,59 +13,18 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from werkzeug.datastructures import FileStorage
 
 from isp.app import create_app
 from isp.config import Settings
 from tests.conftest import Tokens, auth, make_settings, s3_settings
-from tests.plugins import builders
-from tests.plugins.builders import entry, make_zip
+from tests.plugins.builders import STAMP_HANDLERS, entry, make_zip, stamp_files, stamp_zip, upload
 
 MAX_UPLOAD = 300_000
-
-HANDLERS = """
-from isp.plugins import registry
-
-VERSION = {version!r}
-
-@registry.hook("customer_created")
-async def stamp(customer, db):
-    customer.address = "{name}-" + VERSION
-    await customer.save(using_db=db, update_fields=["address"])
-"""
-
-
-def stamp_files(
-    name: str = "stamp", version: str = "1.0.0", handlers: str | None = None, **manifest: Any
-) -> dict[str, str]:
-    """The ``stamp`` plugin (its hook writes ``<name>-<version>`` into the address)."""
-    return builders.plugin_files(
-        name,
-        version,
-        handlers=handlers or HANDLERS.format(name=name, version=version),
-        hooks=["customer_created"],
-        author="tests",
-        **manifest,
-    )
-
-
-def stamp_zip(name: str = "stamp", version: str = "1.0.0", folder: bool = True, **kw: Any) -> bytes:
-    return builders.zip_of(name, stamp_files(name, version, **kw), folder=folder)
-
 
 @pytest.fixture(params=["local", "s3"])
 def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
     s3 = s3_settings(request.getfixturevalue("s3_reset")) if request.param == "s3" else {}
     return make_settings(database_url, tmp_path, plugin_max_upload=MAX_UPLOAD, **s3)
-
-
-async def upload(client: Client, token: str, data: bytes, query: str = "") -> Any:
-    return await client.post(
-        f"/plugins/upload{query}",
-        files={"file": FileStorage(io.BytesIO(data), filename="plugin.zip",
-                                   content_type="application/zip")},
-        headers=auth(token),
-    )  # fmt: skip
 
 
 async def stamped(client: Client, token: str) -> str | None:
@@ -228,7 +186,7 @@ HOSTILE: dict[str, tuple[bytes, int, str]] = {
     ),
     "name not a slug": (stamp_zip(version="9.0.0", name="Bad-Name"), 422, "Bad-Name"),
     "undeclared hook registered": (
-        stamp_zip(version="9.0.0", handlers=HANDLERS.format(name="stamp", version="1")
+        stamp_zip(version="9.0.0", handlers=STAMP_HANDLERS.format(name="stamp", version="1")
                    + "\n@registry.hook('service_provision')\nasync def p(s, db):\n    pass\n"),
         422, "service_provision",
     ),
