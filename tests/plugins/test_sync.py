@@ -1,4 +1,5 @@
-"""Two real server processes on one PostgreSQL and one S3 server converge within 5 s."""
+"""PluginSync across instances: two real server processes on one PostgreSQL and one S3 server
+converge within 5 s."""
 
 from __future__ import annotations
 
