@@ -40,6 +40,7 @@ from isp.plugins.registry import PluginRegistry
 from isp.plugins.reloader import PluginReloader
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
+from isp.plugins.settings import SettingsStore, settings_store
 from isp.plugins.settings_api import bp as plugin_settings_bp
 from isp.plugins.specs import SPECS_BY_NAME
 from isp.plugins.sync import PluginSync
@@ -73,8 +74,9 @@ def create_app(settings: Settings) -> Quart:
     app.before_request(refuse_nul_in_query)
     plugin_registry = PluginRegistry(default_timeout=settings.hook_timeout)
     plugin_registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
+    plugin_settings = SettingsStore()
     store = create_object_store(settings)
-    plugins = PluginRuntime(settings, plugin_registry)
+    plugins = PluginRuntime(settings, plugin_registry, plugin_settings)
     metrics = Metrics(plugins, plugin_registry)
     queue = TaskQueue(settings)
     jobs = FleetJobs(settings, store, queue, metrics)
@@ -107,13 +109,16 @@ def create_app(settings: Settings) -> Quart:
 
     @app.before_request
     @app.before_websocket
-    async def bind_registry() -> None:
-        """The core's ``registry.emit`` reaches this app's plugins, not another app's."""
+    async def bind_plugin_state() -> None:
+        """The core's ``registry.emit`` reaches this app's plugins, not another app's, and
+        ``settings_store`` this app's plugin settings."""
         registry.bind(plugin_registry)
+        settings_store.bind(plugin_settings)
 
     @app.before_serving
     async def start() -> None:
         registry.bind(plugin_registry)
+        settings_store.bind(plugin_settings)
         await db.init_db(settings)
         await db.migrate()
         await ensure_builtin_roles()

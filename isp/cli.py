@@ -184,6 +184,7 @@ def _plugin_command(
     from isp.plugins.registry import PluginRegistry, registry
     from isp.plugins.runtime import PluginRuntime
     from isp.plugins.service import PluginService
+    from isp.plugins.settings import SettingsStore, settings_store
     from isp.plugins.specs import SPECS_BY_NAME
     from isp.storage import create_object_store
 
@@ -194,9 +195,11 @@ def _plugin_command(
         own = PluginRegistry(default_timeout=settings.hook_timeout)
         own.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
         registry.bind(own)  # what the core's registry.emit reaches in this command
+        plugin_settings = SettingsStore()
+        settings_store.bind(plugin_settings)
         install_box(await asyncio.to_thread(load_secret_box, settings))
         store = create_object_store(settings)
-        runtime = PluginRuntime(settings, own)
+        runtime = PluginRuntime(settings, own, plugin_settings)
         await store.ensure_buckets(settings.s3_plugins_bucket, settings.s3_backups_bucket)
         await recover(settings.plugins_dir, store, settings.s3_plugins_bucket)
         await (runtime.start() if load else runtime.discover())

@@ -99,12 +99,12 @@ async def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
 
 
 async def test_plugin_verbs_on_the_box(database_url: str, tmp_path: Path) -> None:
-    from tests.plugins.test_admin import plugin_zip
+    from tests.plugins.builders import stamp_zip
 
     env = cli_env(database_url, tmp_path)
     (tmp_path / "plugins").mkdir()
     archive = tmp_path / "stamp.zip"
-    archive.write_bytes(plugin_zip(version="1.2.3"))
+    archive.write_bytes(stamp_zip(version="1.2.3"))
     code, out, err = await isp("plugins", "install", str(archive), env=env)
     assert code == 0, err
     assert "installed" in out

@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET_KEY
-from tests.plugins.test_instances import free_port, isp, shared_database, until
+from tests.plugins.builders import free_port, until
+from tests.plugins.test_sync import isp, shared_database
 
 __all__ = ["shared_database"]
 

@@ -34,6 +34,7 @@ from isp.plugins.discovery import PluginSource
 from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, staging
 from isp.plugins.manifest import Manifest, resolve_timeout
 from isp.plugins.plugin import Plugin
+from isp.plugins.settings import SettingsStore
 from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
 
 HANDLERS = "handlers"
@@ -89,8 +90,11 @@ def load(
     isp_version: str = isp.__version__,
     *,
     keep_models: bool = False,
+    settings: SettingsStore | None = None,
 ) -> LoadedPlugin:
     """Import and validate ``source``; raises ``PluginInvalid`` naming file and problem.
+
+    ``settings``: the store the plugin's ``plugin.settings`` reads (the loading app's).
 
     Blocking (file reads, module execution). Whatever was in ``sys.modules`` under the
     plugin's namespace before (a version still serving) is put back when this fails.
@@ -108,7 +112,7 @@ def load(
         detach(source.name)
         reinstate(previous)
         raise
-    plugin.bind(manifest)
+    plugin.bind(manifest, settings)
     modules = _namespace_modules(source.name)
     return LoadedPlugin(source.name, source.path, manifest, plugin, modules, entries)
 
@@ -120,6 +124,7 @@ async def load_within(
     *,
     keep_models: bool = False,
     restore: Callable[[], dict[str, ModuleType]] = dict,
+    settings: SettingsStore | None = None,
 ) -> LoadedPlugin:
     """:func:`load` in a thread of its own, given up after ``limit`` seconds.
 
@@ -146,7 +151,7 @@ async def load_within(
         result: LoadedPlugin | None = None
         error: BaseException | None = None
         try:
-            result = load(source, known_events, keep_models=keep_models)
+            result = load(source, known_events, keep_models=keep_models, settings=settings)
         except BaseException as exc:  # noqa: BLE001 - handed to the event loop
             error = exc
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeAlias, cast, final, overlo
 from pydantic import BaseModel
 from typing_extensions import TypeVar
 
-from isp.plugins.settings import settings_store
+from isp.plugins.settings import SettingsStore, settings_store
 
 if TYPE_CHECKING:
     from isp.plugins.manifest import Manifest
@@ -49,6 +49,7 @@ class Plugin(Generic[S]):
         "on_load",
         "on_unload",
         "settings_model",
+        "settings_store",
         "version",
     )
 
@@ -103,17 +104,20 @@ class Plugin(Generic[S]):
         self.name: str | None = None
         self.version: str | None = None
         self.manifest: Manifest | None = None
+        self.settings_store: SettingsStore | None = None
 
-    def bind(self, manifest: Manifest) -> None:
-        """Called by the loader: the plugin learns who it is from its manifest."""
+    def bind(self, manifest: Manifest, store: SettingsStore | None = None) -> None:
+        """Called by the loader: the plugin learns who it is from its manifest, and which
+        settings store serves its values (the loading app's; by default the current one)."""
         self.name = manifest.name
         self.version = manifest.version
         self.manifest = manifest
+        self.settings_store = store = store if store is not None else settings_store.current()
         # Registering is I/O-free: the stored values are read later by the store's refresh.
         if self.settings_model is not None:
-            settings_store.register(manifest.name, self.settings_model)
+            store.register(manifest.name, self.settings_model)
         else:
-            settings_store.forget(manifest.name)
+            store.forget(manifest.name)
 
     @property
     def settings(self) -> S:
@@ -124,9 +128,9 @@ class Plugin(Generic[S]):
         model = self.settings_model
         if model is None:
             return cast(S, None)
-        if self.name is None:  # not loaded by the service: defaults
-            return cast(S, settings_store.defaults(model))
-        return cast(S, settings_store.current(self.name, model))
+        if self.name is None or self.settings_store is None:  # not loaded: defaults
+            return cast(S, SettingsStore.defaults(model))
+        return cast(S, self.settings_store.current(self.name, model))
 
     def callback(self, name: str) -> Callback | None:
         if name not in CALLBACKS:

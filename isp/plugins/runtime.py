@@ -30,7 +30,7 @@ from isp.plugins.hooks import NAMESPACE, is_async
 from isp.plugins.loader import MODELS, LoadedPlugin, detach, load_within, reinstate
 from isp.plugins.manifest import SLUG, Manifest
 from isp.plugins.registry import PluginRegistry
-from isp.plugins.settings import settings_store
+from isp.plugins.settings import SettingsStore
 from isp.plugins.state import PluginState
 
 log = logging.getLogger("isp.plugins.runtime")
@@ -39,15 +39,26 @@ log = logging.getLogger("isp.plugins.runtime")
 class PluginRuntime:
     """Start, stop, describe, enable and disable the plugins under ``settings.plugins_dir``."""
 
-    def __init__(self, settings: Settings, registry: PluginRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: PluginRegistry,
+        settings_store: SettingsStore | None = None,
+    ) -> None:
         self._settings = settings
         self._registry = registry
+        self._settings_store = settings_store if settings_store is not None else SettingsStore()
         self._states: dict[str, PluginState] = {}
         self._lock = asyncio.Lock()
 
     @property
     def registry(self) -> PluginRegistry:
         return self._registry
+
+    @property
+    def settings_store(self) -> SettingsStore:
+        """The settings of the plugins this runtime loads (``plugin.settings`` reads it)."""
+        return self._settings_store
 
     async def start(self) -> None:
         """Discover and load every plugin; Tortoise must be initialised and migrated."""
@@ -358,6 +369,7 @@ class PluginRuntime:
                 self._settings.plugin_import_timeout,
                 keep_models=keep_models,
                 restore=lambda: state.loaded.modules if state.loaded else {},
+                settings=self._settings_store,
             )
             models = new.modules.get(f"{NAMESPACE}.{state.name}.{MODELS}")
             if models is not None and not (
@@ -379,7 +391,7 @@ class PluginRuntime:
             log.exception("plugin %s: unexpected loader error", state.name)
             self._failed(state, f"{source.label}: cannot be loaded: {type(exc).__name__}: {exc}")
             return
-        await settings_store.refresh(state.name)  # on_load already sees stored settings
+        await self._settings_store.refresh(state.name)  # on_load already sees stored settings
         try:
             await self._call(state, new, "on_load")
             if state.enabled:
@@ -434,7 +446,7 @@ class PluginRuntime:
         await self._call_quietly(state, loaded, "on_unload")
         detach(state.name)
         tables.unregister(state.name)
-        settings_store.forget(state.name)
+        self._settings_store.forget(state.name)
         state.loaded = None
 
     async def _call(self, state: PluginState, loaded: LoadedPlugin, name: str) -> None:

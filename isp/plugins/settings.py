@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -352,5 +353,34 @@ def _process_box() -> SecretBox:
     return process_box()
 
 
-settings_store: Final = SettingsStore()
-"""The process's store: ``Plugin.bind`` registers, the runtime refreshes, the API updates."""
+_CURRENT: ContextVar[SettingsStore | None] = ContextVar("isp_current_settings", default=None)
+
+
+class CurrentSettingsStore:
+    """What ``from isp.plugins.settings import settings_store`` is: the settings store of
+    the application serving the current request or task, so two apps in one process keep
+    their plugins' settings apart.
+
+    ``create_app`` builds one :class:`SettingsStore` and hands it to its runtime, which
+    binds it to the plugins it loads (``Plugin.bind``); the app binds it (:meth:`bind`)
+    when it starts serving and for every request. Outside any app (a script, a test that
+    builds no app) the process default answers.
+    """
+
+    def __init__(self) -> None:
+        self._default = SettingsStore()
+
+    def current(self) -> SettingsStore:
+        return _CURRENT.get() or self._default
+
+    @staticmethod
+    def bind(target: SettingsStore) -> Token[SettingsStore | None]:
+        """Make ``target`` the store of this context and of the tasks it starts."""
+        return _CURRENT.set(target)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current(), name)
+
+
+settings_store: Final = CurrentSettingsStore()
+"""The running app's store (see :class:`CurrentSettingsStore`)."""

@@ -1,9 +1,10 @@
 """``GET``/``PUT /plugins/<name>/settings``: a plugin's settings over the admin API.
 
-Handlers translate HTTP to :data:`~isp.plugins.settings.settings_store` calls. The plugin
-must be one the runtime knows (else 404) and must declare a settings model (else 404
-saying so). Reads are masked (secrets never leave the process); a PUT is a partial
-update validated against the model, answered with the same masked view as a GET.
+Handlers translate HTTP to calls on the app's settings store (its runtime's
+:class:`~isp.plugins.settings.SettingsStore`). The plugin must be one the runtime knows
+(else 404) and must declare a settings model (else 404 saying so). Reads are masked
+(secrets never leave the process); a PUT is a partial update validated against the
+model, answered with the same masked view as a GET.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from isp.auth.permissions import PLUGINS_MANAGE
 from isp.crypto import process_box
 from isp.errors import NotFound, ValidationFailed
 from isp.plugins.api import runtime
-from isp.plugins.settings import settings_store
+from isp.plugins.settings import SettingsStore
 
 bp = Blueprint("plugin_settings", __name__, url_prefix="/plugins")
 
 
-async def _ready(name: str) -> None:
+async def _ready(name: str) -> SettingsStore:
     """404 unless ``name`` is a plugin with a settings model; read its stored values once."""
     plugin = runtime().describe(name)  # NotFound for an unknown plugin
+    settings_store = runtime().settings_store
     if settings_store.model_of(name) is None:
         why = (
             f"plugin {name!r} is not loaded ({plugin.get('error') or 'status error'}), so its "
@@ -37,6 +39,7 @@ async def _ready(name: str) -> None:
     # Until the runtime refreshes each plugin when it loads, do it on first use here.
     if not settings_store.is_refreshed(name):
         await settings_store.refresh(name, process_box())
+    return settings_store
 
 
 @bp.get("/<name>/settings")
@@ -44,7 +47,7 @@ async def _ready(name: str) -> None:
 @require("admin")
 async def get_settings(name: str) -> dict[str, Any]:
     """Every setting in force (secrets masked), which ones the environment sets, the schema."""
-    await _ready(name)
+    settings_store = await _ready(name)
     return settings_store.public_view(name)
 
 
@@ -58,7 +61,7 @@ async def put_settings(name: str) -> dict[str, Any]:
     a secret keeps the stored secret. Fields set by ``ISP_PLUGIN_<NAME>__<FIELD>`` and
     unknown fields are refused with 422, as are values the model rejects.
     """
-    await _ready(name)
+    settings_store = await _ready(name)
     body = await request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise ValidationFailed(

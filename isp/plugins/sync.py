@@ -28,7 +28,6 @@ from isp.plugins import archive as zips
 from isp.plugins import store as files
 from isp.plugins.models import PluginGeneration, PluginRecord
 from isp.plugins.runtime import PluginRuntime
-from isp.plugins.settings import settings_store
 from isp.storage import ObjectStore
 
 log = logging.getLogger("isp.plugins.sync")
@@ -78,7 +77,7 @@ class PluginSync:
             for name in self._runtime.names():
                 if name not in records and self._runtime.origin_of(name) == "upload":
                     await self._remove(name)
-            await settings_store.refresh_all()  # settings changed on another instance
+            await self._runtime.settings_store.refresh_all()  # settings changed on another instance
 
     async def _reconcile_one(self, record: PluginRecord) -> None:
         name = record.name

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from isp.plugins import Plugin
 
-from .settings import MikrotikSettings, bind
+from .settings import MikrotikSettings
 
-plugin = Plugin(settings=MikrotikSettings)
-bind(plugin)
+plugin: Plugin[MikrotikSettings] = Plugin(settings=MikrotikSettings)
 
 __all__ = ["MikrotikSettings", "plugin"]

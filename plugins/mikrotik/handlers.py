@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 from isp.plugins import registry
 
-from . import backup, provision
+from . import backup, plugin, provision
 from .budget import Budget
 from .provision import Subscriber
-from .settings import MikrotikSettings, current, hook_timeout
+from .settings import MikrotikSettings
 from .ssh import RouterSession, Target, open_session
 
 VENDOR = "mikrotik"
@@ -96,6 +96,15 @@ def subscriber(service: ServiceLike) -> Subscriber:
     )
 
 
+def hook_timeout(event: str) -> float:
+    """The timeout the dispatcher gives this plugin's ``event`` hook: the manifest's, else
+    the service's default (``ISP_HOOK_TIMEOUT``). The one source of every time budget."""
+    for hook in plugin.manifest.hooks if plugin.manifest is not None else ():
+        if hook.name == event and hook.timeout:
+            return float(hook.timeout)
+    return float(registry.default_timeout)
+
+
 @asynccontextmanager
 async def session(
     device: DeviceLike, db: Any, event: str, settings: MikrotikSettings | None = None
@@ -103,7 +112,7 @@ async def session(
     """A logged-in session under ``event``'s time budget; pins the host key on first use
     (saved through ``db``)."""
     budget = Budget(hook_timeout(event))
-    async with open_session(target(device), settings or current(), budget) as router:
+    async with open_session(target(device), settings or plugin.settings, budget) as router:
         if router.learned_host_key is not None:
             device.host_key = router.learned_host_key
             await device.save(using_db=db, update_fields=["host_key"])
@@ -186,6 +195,6 @@ async def service_update(
 async def device_backup(device: DeviceLike, db: Any = None) -> list[dict[str, Any]] | None:
     if not handles(device):
         return None
-    settings = current()
+    settings = plugin.settings
     async with session(device, db, "device_backup", settings) as router:
         return await backup.back_up(router, settings)

@@ -1,10 +1,9 @@
 """``MikrotikSettings``: the plugin's knobs, validated by pydantic.
 
-Hooks read them on every call through :func:`current`, i.e. ``plugin.settings``: the
-values in force (defaults < ``PUT /plugins/mikrotik/settings`` <
-``ISP_PLUGIN_MIKROTIK__<FIELD>``), so a change reaches the next hook without a reload.
-``current`` also copes with an older runtime where ``plugin.settings`` is the model class
-(defaults) and with an instance of this model from another loaded copy of the plugin.
+Hooks read them on every call through ``plugin.settings`` (the package's
+``Plugin[MikrotikSettings]``): the values in force (defaults <
+``PUT /plugins/mikrotik/settings`` < ``ISP_PLUGIN_MIKROTIK__<FIELD>``), so a change
+reaches the next hook without a reload.
 
 The timeouts here are caps per step; what a step really gets is also cut to what is left
 of its hook's time budget (:mod:`.budget`), whose length comes from the manifest.
@@ -17,8 +16,6 @@ import hmac
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-
-from isp.plugins import registry
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 
@@ -48,36 +45,6 @@ class MikrotikSettings(BaseModel):
     binary_backup: bool = True
     backup_key: SecretStr | None = None
     export_retention: Annotated[int, Field(ge=1)] | None = None
-
-
-class _Holder:
-    """The ``Plugin`` object of this copy of the plugin (set by ``__init__``)."""
-
-    plugin: object = None
-
-
-def bind(plugin: object) -> None:
-    _Holder.plugin = plugin
-
-
-def current() -> MikrotikSettings:
-    """The settings in force now (the runtime's instance, else the defaults)."""
-    value = getattr(_Holder.plugin, "settings", None)
-    if isinstance(value, MikrotikSettings):
-        return value
-    if isinstance(value, BaseModel):  # the same model from a reloaded copy of the plugin
-        return MikrotikSettings.model_validate(dict(value))
-    return MikrotikSettings()
-
-
-def hook_timeout(event: str) -> float:
-    """The timeout the dispatcher gives this plugin's ``event`` hook: the manifest's, else
-    the service's default (``ISP_HOOK_TIMEOUT``). The one source of every time budget."""
-    manifest = getattr(_Holder.plugin, "manifest", None)
-    for hook in getattr(manifest, "hooks", ()):
-        if hook.name == event and hook.timeout:
-            return float(hook.timeout)
-    return float(registry.default_timeout)
 
 
 def backup_password(key: SecretStr, device_id: int) -> str:

@@ -14,7 +14,8 @@ import httpx
 
 from tests.conftest import TEST_SECRET_KEY
 from tests.mikrotik.loaded import PLUGIN_DIR
-from tests.plugins.test_instances import _ready, free_port, isp, until
+from tests.plugins.builders import free_port, until
+from tests.plugins.test_sync import _ready, isp
 
 
 class Cluster:

@@ -14,7 +14,7 @@ import pytest
 
 from isp.config import Settings
 from tests.conftest import NULL_ROUTER, install_plugin
-from tests.plugins.test_instances import shared_database
+from tests.plugins.test_sync import shared_database
 
 __all__ = ["shared_database"]
 

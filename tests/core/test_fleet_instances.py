@@ -18,7 +18,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.core.cluster import Cluster
-from tests.plugins.test_instances import until
+from tests.plugins.builders import until
 from tests.routeros import RouterFleet, RouterOSServer
 
 PERIOD = 2  # seconds between two scheduled jobs

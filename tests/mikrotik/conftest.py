@@ -8,13 +8,12 @@ plugins on start), on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from isp.config import Settings
-from isp.plugins.settings import settings_store
 from tests.mikrotik.loaded import PLUGIN_DIR, ssh
 from tests.mikrotik.loaded import settings as settings_module
 from tests.routeros import RouterOSServer, RouterState
@@ -30,17 +29,6 @@ def settings(settings: Settings) -> Settings:
     )
     return settings
 
-
-@pytest.fixture(autouse=True)
-def default_plugin_settings() -> Iterator[None]:
-    """Every test starts from the plugin's default settings.
-
-    The settings store is process-wide and keeps a plugin's values across reloads, so
-    values one test's app stored would otherwise reach the next test's app.
-    """
-    settings_store.forget("mikrotik")
-    yield
-    settings_store.forget("mikrotik")
 
 
 @pytest.fixture

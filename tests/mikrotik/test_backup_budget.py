@@ -52,10 +52,10 @@ async def test_a_backup_that_never_completes_fails_inside_the_hook_timeout(
 
 
 async def test_the_budget_keeps_a_reserve_and_cuts_every_step() -> None:
-    from tests.mikrotik.loaded import budget, settings
+    from tests.mikrotik.loaded import budget, handlers
 
-    assert settings.hook_timeout("device_backup") == 120  # from the plugin's manifest
-    assert settings.hook_timeout("service_suspend") == 30
+    assert handlers.hook_timeout("device_backup") == 120  # from the plugin's manifest
+    assert handlers.hook_timeout("service_suspend") == 30
     full = budget.Budget(120)
     assert (full.total, full.cleanup, full.close) == (110, 5, 5)
     assert full.limit(90) == 90

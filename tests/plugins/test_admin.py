@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
@@ -14,62 +13,18 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from werkzeug.datastructures import FileStorage
 
 from isp.app import create_app
 from isp.config import Settings
 from tests.conftest import Tokens, auth, make_settings, s3_settings
-from tests.plugins.zips import entry, make_zip
+from tests.plugins.builders import STAMP_HANDLERS, entry, make_zip, stamp_files, stamp_zip, upload
 
 MAX_UPLOAD = 300_000
-
-HANDLERS = """
-from isp.plugins import registry
-
-VERSION = {version!r}
-
-@registry.hook("customer_created")
-async def stamp(customer, db):
-    customer.address = "{name}-" + VERSION
-    await customer.save(using_db=db, update_fields=["address"])
-"""
-
-
-def plugin_files(
-    name: str = "stamp", version: str = "1.0.0", handlers: str | None = None, **manifest: Any
-) -> dict[str, bytes]:
-    body = {"name": name, "version": version, "description": f"{name} plugin",
-            "author": "tests", "hooks": ["customer_created"], **manifest}  # fmt: skip
-    return {
-        "manifest.json": json.dumps(body).encode(),
-        "__init__.py": b"from isp.plugins import Plugin\n\nplugin = Plugin()\n",
-        "handlers.py": (handlers or HANDLERS.format(name=name, version=version)).encode(),
-    }
-
-
-def plugin_zip(
-    name: str = "stamp", version: str = "1.0.0", folder: bool = True, **kw: Any
-) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, data in plugin_files(name, version, **kw).items():
-            archive.writestr(f"{name}/{path}" if folder else path, data)
-    return buffer.getvalue()
-
 
 @pytest.fixture(params=["local", "s3"])
 def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
     s3 = s3_settings(request.getfixturevalue("s3_reset")) if request.param == "s3" else {}
     return make_settings(database_url, tmp_path, plugin_max_upload=MAX_UPLOAD, **s3)
-
-
-async def upload(client: Client, token: str, data: bytes, query: str = "") -> Any:
-    return await client.post(
-        f"/plugins/upload{query}",
-        files={"file": FileStorage(io.BytesIO(data), filename="plugin.zip",
-                                   content_type="application/zip")},
-        headers=auth(token),
-    )  # fmt: skip
 
 
 async def stamped(client: Client, token: str) -> str | None:
@@ -86,7 +41,7 @@ async def stored_keys(app: Quart) -> list[str]:
 async def test_install_upgrade_downgrade_reupload_enable_disable_uninstall(
     app: Quart, client: Client, tokens: Tokens, settings: Settings
 ) -> None:
-    v1 = plugin_zip(version="1.0.0")
+    v1 = stamp_zip(version="1.0.0")
     installed = await upload(client, tokens.admin, v1)
     assert installed.status_code == 201, await installed.get_data(as_text=True)
     body = await installed.get_json()
@@ -100,10 +55,10 @@ async def test_install_upgrade_downgrade_reupload_enable_disable_uninstall(
     assert same.status_code == 200
     assert (await same.get_json())["version"] == "1.0.0"
 
-    changed = await upload(client, tokens.admin, plugin_zip(version="1.0.0", folder=False))
+    changed = await upload(client, tokens.admin, stamp_zip(version="1.0.0", folder=False))
     assert changed.status_code == 409
 
-    v2 = plugin_zip(version="1.1.0")
+    v2 = stamp_zip(version="1.1.0")
     upgraded = await upload(client, tokens.admin, v2)
     assert upgraded.status_code == 200, await upgraded.get_data(as_text=True)
     assert (await upgraded.get_json())["version"] == "1.1.0"
@@ -157,14 +112,14 @@ async def test_uninstall_keeps_settings_and_purge_drops_them(
 ) -> None:
     from isp.plugins.models import PluginRecord
 
-    await upload(client, tokens.admin, plugin_zip())
+    await upload(client, tokens.admin, stamp_zip())
     await PluginRecord.filter(name="stamp").update(settings={"kept": True})
     assert (await client.delete("/plugins/stamp", headers=auth(tokens.admin))).status_code == 204
     record = await PluginRecord.get(name="stamp")
     assert record.settings == {"kept": True}
     assert await stored_keys(app)  # the zip stays, like the data
 
-    reinstalled = await upload(client, tokens.admin, plugin_zip(version="1.0.1"))
+    reinstalled = await upload(client, tokens.admin, stamp_zip(version="1.0.1"))
     assert reinstalled.status_code == 201
     assert (await PluginRecord.get(name="stamp")).settings == {"kept": True}
 
@@ -177,9 +132,9 @@ async def test_uninstall_keeps_settings_and_purge_drops_them(
 async def test_upgrade_whose_code_fails_to_import_leaves_the_old_version_serving(
     app: Quart, client: Client, tokens: Tokens, settings: Settings
 ) -> None:
-    await upload(client, tokens.admin, plugin_zip(version="1.0.0"))
+    await upload(client, tokens.admin, stamp_zip(version="1.0.0"))
     before = snapshot(settings)
-    broken = plugin_zip(version="2.0.0", handlers="import not_a_module_anywhere\n")
+    broken = stamp_zip(version="2.0.0", handlers="import not_a_module_anywhere\n")
     response = await upload(client, tokens.admin, broken)
     assert response.status_code == 422
     assert "not_a_module_anywhere" in (await response.get_json())["detail"]
@@ -202,12 +157,12 @@ def snapshot(settings: Settings) -> dict[str, bytes]:
 
 
 def _good(name: str = "evil") -> list[tuple[zipfile.ZipInfo | str, bytes]]:
-    return [(f"{name}/{p}", d) for p, d in plugin_files(name).items()]
+    return [(f"{name}/{p}", d.encode()) for p, d in stamp_files(name).items()]
 
 
 HOSTILE: dict[str, tuple[bytes, int, str]] = {
     "not a zip": (b"this is not a zip file at all", 422, "not a zip"),
-    "truncated": (plugin_zip(version="9.0.0")[:200], 422, "zip"),
+    "truncated": (stamp_zip(version="9.0.0")[:200], 422, "zip"),
     "empty zip": (make_zip([]), 422, "empty"),
     "too large": (os.urandom(MAX_UPLOAD + 10), 413, str(MAX_UPLOAD)),
     "zip bomb": (make_zip([*_good(), ("evil/zeros.bin", bytes(20_000_000))]), 422, "evil/zeros"),
@@ -229,18 +184,18 @@ HOSTILE: dict[str, tuple[bytes, int, str]] = {
         make_zip([("evil/manifest.json", b"{nope"), ("evil/__init__.py", b"")]),
         422, "manifest.json",
     ),
-    "name not a slug": (plugin_zip(version="9.0.0", name="Bad-Name"), 422, "Bad-Name"),
+    "name not a slug": (stamp_zip(version="9.0.0", name="Bad-Name"), 422, "Bad-Name"),
     "undeclared hook registered": (
-        plugin_zip(version="9.0.0", handlers=HANDLERS.format(name="stamp", version="1")
+        stamp_zip(version="9.0.0", handlers=STAMP_HANDLERS.format(name="stamp", version="1")
                    + "\n@registry.hook('service_provision')\nasync def p(s, db):\n    pass\n"),
         422, "service_provision",
     ),
     "declared hook not registered": (
-        plugin_zip(version="9.0.0", handlers="x = 1\n"), 422, "customer_created",
+        stamp_zip(version="9.0.0", handlers="x = 1\n"), 422, "customer_created",
     ),
-    "requires_isp not met": (plugin_zip(version="9.0.0", requires_isp=">=99"), 422, "requires_isp"),
+    "requires_isp not met": (stamp_zip(version="9.0.0", requires_isp=">=99"), 422, "requires_isp"),
     "import error": (
-        plugin_zip(version="9.0.0", handlers="import not_a_module_anywhere\n"), 422, "not_a_module"
+        stamp_zip(version="9.0.0", handlers="import not_a_module_anywhere\n"), 422, "not_a_module"
     ),
     "two plugins": (make_zip([*_good("one"), *_good("two")]), 422, "folder"),
     "too many entries": (
@@ -255,7 +210,7 @@ async def test_hostile_zip_is_refused_and_changes_nothing(
 ) -> None:
     from tortoise.connection import get_connection
 
-    await upload(client, tokens.admin, plugin_zip(version="1.0.0"))  # something to protect
+    await upload(client, tokens.admin, stamp_zip(version="1.0.0"))  # something to protect
 
     async def state() -> tuple[Any, ...]:
         conn = get_connection("default")
@@ -300,7 +255,7 @@ async def test_every_change_needs_admin_scope_and_plugins_manage(
     from isp.auth.roles import add_user, upsert_role
     from isp.auth.tokens import issue_token
 
-    await upload(client, tokens.admin, plugin_zip())
+    await upload(client, tokens.admin, stamp_zip())
     await upsert_role("auditor", ["admin"])
     await add_user("audrey", ["auditor"])
     auditor = await issue_token("audrey", ["admin"])  # admin scope, no plugins:manage
@@ -326,8 +281,8 @@ async def test_tampered_file_is_detected_at_start_and_missing_folder_restored(
 
         await add_user("alice", ["admin"])
         token = await issue_token("alice", ["admin"])
-        await upload(client, token, plugin_zip(name="stamp"))
-        await upload(client, token, plugin_zip(name="other"))
+        await upload(client, token, stamp_zip(name="stamp"))
+        await upload(client, token, stamp_zip(name="other"))
 
     handlers = settings.plugins_dir / "stamp" / "handlers.py"
     handlers.write_text(handlers.read_text() + "\n# a hand edit\n")
@@ -357,12 +312,12 @@ async def test_instance_behind_an_upgrade_done_elsewhere_fetches_it_at_start(
     async with first.test_app():
         await add_user("alice", ["admin"])
         token = await issue_token("alice", ["admin"])
-        assert (await upload(first.test_client(), token, plugin_zip())).status_code == 201
+        assert (await upload(first.test_client(), token, stamp_zip())).status_code == 201
 
     second = create_app(other)  # another instance, while the first is down
     async with second.test_app():
         client = second.test_client()
-        upgraded = await upload(client, token, plugin_zip(version="2.0.0"))
+        upgraded = await upload(client, token, stamp_zip(version="2.0.0"))
         assert upgraded.status_code == 200, await upgraded.get_data(as_text=True)
 
     first = create_app(settings)

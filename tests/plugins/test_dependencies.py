@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,8 @@ from quart.typing import TestClientProtocol as Client
 from isp.config import Settings
 from isp.plugins.dependencies import find_cycle, load_order
 from tests.conftest import Tokens, auth
-from tests.plugins.test_admin import plugin_files, upload
+from tests.plugins import builders
+from tests.plugins.builders import stamp_files, upload
 
 # The dependant checks at import time that its dependency is already loaded.
 NEEDS_BASE = """
@@ -28,20 +27,13 @@ plugin = Plugin()
 
 
 def write(root: Path, name: str, version: str, **manifest: Any) -> None:
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, data in plugin_files(name, version, **manifest).items():
-        (folder / path).write_bytes(data)
+    folder = builders.write_plugin(root, name, stamp_files(name, version, **manifest))
     if "base" in manifest.get("requires", {}):
         (folder / "__init__.py").write_text(NEEDS_BASE)
 
 
 def zipped(name: str, version: str, **manifest: Any) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path, data in plugin_files(name, version, **manifest).items():
-            archive.writestr(f"{name}/{path}", data)
-    return buffer.getvalue()
+    return builders.zip_of(name, stamp_files(name, version, **manifest))
 
 
 async def plugins(client: Client, token: str) -> dict[str, dict[str, Any]]:

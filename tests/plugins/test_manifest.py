@@ -122,7 +122,7 @@ def test_non_critical_hook_is_declared_in_the_manifest() -> None:
 
 def _zip_manifest(raw: bytes) -> Manifest:
     from isp.plugins.archive import inspect_zip
-    from tests.plugins.zips import make_zip
+    from tests.plugins.builders import make_zip
 
     archive = inspect_zip(
         make_zip([("radius/manifest.json", raw), ("radius/__init__.py", b"")]), max_size=1 << 20

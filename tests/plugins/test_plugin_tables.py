@@ -11,7 +11,7 @@ from quart.typing import TestClientProtocol as Client
 from tortoise.connection import get_connection
 
 from tests.conftest import Tokens, auth
-from tests.plugins.test_admin import upload
+from tests.plugins.builders import upload
 
 MODELS = '''
 from tortoise import fields

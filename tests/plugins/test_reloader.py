@@ -6,16 +6,20 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from isp.config import Settings
+from isp.plugins.hooks import NAMESPACE
 from isp.plugins.registry import PluginRegistry
 from isp.plugins.reloader import PluginReloader, plugins_touched
 from isp.plugins.runtime import PluginRuntime
+from tests.plugins import builders
+from tests.plugins.builders import eventually
 
 HANDLERS = """
 import asyncio
@@ -34,36 +38,22 @@ def write_plugin(
     root: Path, name: str = "echo", value: str = "v1", version: str = "1.0.0",
     delay: float = 0, timeout: float | None = None,
 ) -> None:  # fmt: skip
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "__init__.py").write_text("from isp.plugins import Plugin\n\nplugin = Plugin()\n")
-    write_handlers(folder, value, delay)
     hook: Any = {"name": "customer_created", "timeout": timeout} if timeout else "customer_created"
-    write_manifest(
-        folder, {"name": name, "version": version, "description": "echo", "hooks": [hook]}
+    handlers = HANDLERS.format(value=value, delay=delay)
+    builders.write_plugin(
+        root,
+        name,
+        builders.plugin_files(name, version, handlers=handlers, hooks=[hook], description="echo"),
     )
 
 
 def write_handlers(folder: Path, value: str, delay: float = 0, source: str | None = None) -> None:
-    (folder / "handlers.py").write_text(source or HANDLERS.format(value=value, delay=delay))
+    handlers = source or HANDLERS.format(value=value, delay=delay)
+    builders.write_plugin(folder.parent, folder.name, {"handlers.py": handlers})
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
-async def eventually(check: Callable[[], Any], within: float = 3.0) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+    builders.write_plugin(folder.parent, folder.name, {"manifest.json": json.dumps(manifest)})
 
 
 class Harness:
@@ -140,8 +130,19 @@ async def test_burst_of_saves_gives_one_reload(harness: Harness) -> None:
         (folder / "__pycache__" / "handlers.cpython-311.pyc").write_bytes(b"noise")
         await asyncio.sleep(0.005)
     await harness.value_becomes(["burst4"])
-    await asyncio.sleep(0.3)
-    assert harness.reloader.reloads == before + 1
+    # A sentinel plugin arrives in one rename (staging dot-folders are ignored): the watcher
+    # handles batches in order, so a late reload of the burst would come before it or with it.
+    staged = builders.write_plugin(harness.root, ".sentinel", builders.plugin_files("sentinel"))
+    os.rename(staged, harness.root / "sentinel")
+    def sentinel_counted() -> bool:
+        return (
+            harness.reloader.reloads >= before + 2
+            and harness.runtime.knows("sentinel")
+            and harness.plugin("sentinel")["status"] == "active"
+        )
+
+    await eventually(sentinel_counted)
+    assert harness.reloader.reloads == before + 2  # the burst's one reload, the sentinel's
 
 
 async def test_backup_rename_save_reloads_instead_of_unloading(harness: Harness) -> None:
@@ -197,11 +198,27 @@ async def test_disabled_plugin_reloads_but_stays_disabled(harness: Harness) -> N
     assert await harness.value() == []
 
 
+SLOW_OLD = """
+import asyncio
+from isp.plugins import registry
+
+STARTED = asyncio.Event()
+
+@registry.hook("customer_created")
+async def answer(customer, db=None):
+    STARTED.set()
+    await asyncio.sleep(0.6)
+    return "slow-old"
+"""
+
+
 async def test_emit_in_flight_during_reload_finishes_on_the_old_code(harness: Harness) -> None:
-    write_handlers(harness.root / "echo", "slow-old", delay=0.6)
+    write_handlers(harness.root / "echo", "", source=SLOW_OLD)
     await harness.value_becomes(["slow-old"])
+    started = sys.modules[f"{NAMESPACE}.echo.handlers"].STARTED
+    started.clear()
     in_flight = asyncio.create_task(harness.value())
-    await asyncio.sleep(0.05)
+    await started.wait()  # the old hook is running
     reloads = harness.reloader.reloads
     write_handlers(harness.root / "echo", "new")
     await eventually(lambda: harness.reloader.reloads > reloads)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from quart.typing import TestClientProtocol as Client
 from isp.app import create_app
 from isp.config import Settings
 from isp.plugins import Plugin
-from isp.plugins.settings import MASK, settings_store
+from isp.plugins.settings import MASK, SettingsStore
 from tests.conftest import Tokens, auth
 from tests.plugins import builders
 from tests.plugins.builders import plugin_files
@@ -68,12 +67,11 @@ def write_plugin(root: Path, name: str, init: str, handlers: str | None = None) 
 
 
 @pytest.fixture
-def plugins(settings: Settings) -> Iterator[Settings]:
-    """``tuner`` and ``plain`` on disk before the app starts; the store forgets them after."""
+def plugins(settings: Settings) -> Settings:
+    """``tuner`` and ``plain`` on disk before the app starts."""
     write_plugin(settings.plugins_dir, NAME, INIT, HANDLERS)
     write_plugin(settings.plugins_dir, "plain", "from isp.plugins import Plugin\nplugin = Plugin()")
-    yield settings
-    settings_store.forget(NAME)
+    return settings
 
 
 @pytest.fixture
@@ -243,7 +241,6 @@ async def test_settings_survive_a_restart(plugins: Settings) -> None:
         token = await issue_token("alice", ["admin"])
         response = await put(first.test_client(), token, {"api_key": SECRET, "retries": 9})
         assert response.status_code == 200
-    settings_store.forget(NAME)  # what a new process knows: nothing
 
     second = create_app(plugins)
     async with second.test_app():
@@ -262,7 +259,7 @@ async def test_stored_values_that_no_longer_validate_fall_back_to_defaults(
     stale = {"greeting": "kept", "retries": 999, "api_key": {"__enc__": "garbage"}, "gone": 1}
     await PluginRecord.filter(name=NAME).update(settings=stale)
     with caplog.at_level(logging.WARNING, logger="isp.plugins.settings"):
-        await settings_store.refresh(NAME)
+        await served.extensions["isp.plugins"].settings_store.refresh(NAME)
     assert "retries" in caplog.text
     assert "api_key" in caplog.text
     assert "gone" in caplog.text
@@ -299,6 +296,7 @@ def test_environment_gives_collections_as_json_and_older_classes_get_their_own_i
 
     monkeypatch.setenv("ISP_PLUGIN_ROUTES__PREFIXES", '["10.0.0.0/8", "192.0.2.0/24"]')
     monkeypatch.setenv("ISP_PLUGIN_ROUTES__METRIC", "not a number")
+    settings_store = SettingsStore()
     try:
         current = settings_store.register("routes", Routes)
         assert current == Routes(prefixes=["10.0.0.0/8", "192.0.2.0/24"], metric=1)

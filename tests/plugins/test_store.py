@@ -41,7 +41,7 @@ from isp.plugins.store import (
     upload,
 )
 from isp.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-from tests.plugins.zips import DEMO_MANIFEST, entry, make_zip, plugin_entries, plugin_zip
+from tests.plugins.builders import DEMO_MANIFEST, demo_zip, entry, make_zip, plugin_entries
 from tests.s3server import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
 MAX = 16 * 1024 * 1024
@@ -68,7 +68,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes | None]]:
 
 
 def _corrupt_central_directory() -> bytes:
-    data = plugin_zip()
+    data = demo_zip()
     return data.replace(b"PK\x01\x02", b"PK\x01\x09", 1)
 
 
@@ -88,14 +88,14 @@ class Hostile:
 HOSTILE: dict[str, Hostile] = {
     "not a zip": Hostile(lambda: b"%PDF-1.7 not a zip at all", "not a zip file", ["file"]),
     "truncated zip": Hostile(
-        lambda: plugin_zip()[: len(plugin_zip()) // 2], "not a readable zip", ["file"]
+        lambda: demo_zip()[: len(demo_zip()) // 2], "not a readable zip", ["file"]
     ),
     "corrupt central directory": Hostile(
         _corrupt_central_directory, "not a readable zip", ["file"]
     ),
     "empty zip": Hostile(lambda: make_zip([]), "the zip is empty", ["file"]),
     "over max size": Hostile(
-        plugin_zip, "the limit is 100 bytes", ["file"], PayloadTooLarge, (("max_size", 100),)
+        demo_zip, "the limit is 100 bytes", ["file"], PayloadTooLarge, (("max_size", 100),)
     ),
     "too many entries": Hostile(
         lambda: make_zip([*plugin_entries(), *((f"demo/f{i}.txt", b"") for i in range(1000))]),
@@ -199,27 +199,27 @@ HOSTILE: dict[str, Hostile] = {
         lambda: make_zip([("__init__.py", b"")]), "no manifest.json", ["file", "manifest.json"]
     ),
     "manifest not JSON": Hostile(
-        lambda: plugin_zip(manifest=b'{"name": "demo",\n "version": }'),
+        lambda: demo_zip(manifest=b'{"name": "demo",\n "version": }'),
         "line 2 column 13",
         ["manifest.json"],
         error=PluginInvalid
     ),
     "manifest a JSON list": Hostile(
-        lambda: plugin_zip(manifest=b'["demo"]'), "must be a JSON object", ["manifest.json"],
+        lambda: demo_zip(manifest=b'["demo"]'), "must be a JSON object", ["manifest.json"],
         error=PluginInvalid
     ),
     "manifest not UTF-8": Hostile(
-        lambda: plugin_zip(manifest=b'{"name": "d\xe9mo"}'), "not UTF-8", ["manifest.json"],
+        lambda: demo_zip(manifest=b'{"name": "d\xe9mo"}'), "not UTF-8", ["manifest.json"],
         error=PluginInvalid
     ),
     "manifest with a repeated key": Hostile(
-        lambda: plugin_zip(manifest=b'{"name": "demo", "name": "evil"}'),
+        lambda: demo_zip(manifest=b'{"name": "demo", "name": "evil"}'),
         "key 'name' appears twice",
         ["manifest.json"],
         error=PluginInvalid
     ),
     "manifest nested absurdly deep": Hostile(
-        lambda: plugin_zip(manifest=b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
+        lambda: demo_zip(manifest=b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
         "not usable JSON",
         ["manifest.json"],
         error=PluginInvalid
@@ -256,7 +256,7 @@ def test_hostile_zip_is_refused_naming_problem_and_entry(case: Hostile) -> None:
 
 
 def test_too_large_names_limit_and_size() -> None:
-    data = plugin_zip()
+    data = demo_zip()
 
     with pytest.raises(PayloadTooLarge) as caught:
         inspect(data, max_size=100)
@@ -268,7 +268,7 @@ def test_too_large_names_limit_and_size() -> None:
 
 def test_manifest_json_error_carries_line_and_column() -> None:
     with pytest.raises(ValidationFailed) as caught:
-        inspect(plugin_zip(manifest=b'{\n  "name": "demo",\n  oops\n}'))
+        inspect(demo_zip(manifest=b'{\n  "name": "demo",\n  oops\n}'))
 
     (problem,) = caught.value.extra["errors"]
     assert (problem["line"], problem["col"]) == (3, 3)
@@ -279,7 +279,7 @@ def test_manifest_field_errors_are_reported_per_field() -> None:
     manifest = {**DEMO_MANIFEST, "version": 3, "colour": "red"}
 
     with pytest.raises(PluginInvalid) as caught:
-        inspect(plugin_zip(manifest=manifest))
+        inspect(demo_zip(manifest=manifest))
 
     locs = [problem["loc"] for problem in caught.value.extra["errors"]]
     assert locs == [["manifest.json", "version"], ["manifest.json", "colour"]]
@@ -295,7 +295,7 @@ def test_zip_folder_must_match_the_manifest_name() -> None:
 
 
 def test_folder_layout_is_accepted() -> None:
-    data = plugin_zip("demo/")
+    data = demo_zip("demo/")
 
     archive = inspect(data)
 
@@ -317,9 +317,9 @@ def test_folder_layout_is_accepted() -> None:
 
 
 def test_root_layout_gives_the_same_files_and_digest_as_folder_layout() -> None:
-    in_folder = inspect(plugin_zip("demo/"))
+    in_folder = inspect(demo_zip("demo/"))
     at_root = inspect(make_zip([*plugin_entries(""), ("docs/usage.md", b"x")]))
-    at_root_plain = inspect(plugin_zip(""))
+    at_root_plain = inspect(demo_zip(""))
 
     assert at_root.root_prefix == ""
     assert "docs/usage.md" in at_root.files
@@ -340,7 +340,7 @@ def test_macos_junk_and_bytecode_are_ignored() -> None:
     archive = inspect(make_zip([*plugin_entries(), *junk]))
 
     assert archive.root_prefix == "demo"
-    assert archive.tree_sha256 == inspect(plugin_zip()).tree_sha256
+    assert archive.tree_sha256 == inspect(demo_zip()).tree_sha256
     assert not any(".pyc" in p or ".DS_Store" in p or "MACOSX" in p for p in archive.files)
     assert sorted(archive.ignored) == sorted(name for name, _ in junk)
 
@@ -350,9 +350,9 @@ def test_folder_entries_and_windows_made_zips_are_accepted() -> None:
     windows = [(entry(name, create_system=0, mode=0), data) for name, data in plugin_entries()]
 
     assert inspect(make_zip([*folders, *plugin_entries()])).files.keys() == (
-        inspect(plugin_zip()).files.keys()
+        inspect(demo_zip()).files.keys()
     )
-    assert inspect(make_zip(windows)).tree_sha256 == inspect(plugin_zip()).tree_sha256
+    assert inspect(make_zip(windows)).tree_sha256 == inspect(demo_zip()).tree_sha256
 
 
 def test_small_very_compressible_file_is_not_taken_for_a_bomb() -> None:
@@ -364,11 +364,11 @@ def test_small_very_compressible_file_is_not_taken_for_a_bomb() -> None:
 def test_stored_bzip2_and_lzma_entries_are_accepted() -> None:
     for method in (zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
         archive = inspect(make_zip(plugin_entries(), compression=method))
-        assert archive.tree_sha256 == inspect(plugin_zip()).tree_sha256
+        assert archive.tree_sha256 == inspect(demo_zip()).tree_sha256
 
 
 async def test_inspect_zip_async_matches_the_sync_version() -> None:
-    data = plugin_zip()
+    data = demo_zip()
 
     assert await inspect_zip_async(data, max_size=MAX) == inspect(data)
     with pytest.raises(PayloadTooLarge):
@@ -422,7 +422,7 @@ def plugins_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def archive() -> PluginArchive:
-    return inspect(plugin_zip())
+    return inspect(demo_zip())
 
 
 def test_stage_writes_files_in_a_dot_folder_with_safe_modes(
@@ -458,7 +458,7 @@ def test_promote_installs_a_new_plugin(archive: PluginArchive, plugins_dir: Path
 def test_promote_then_discard_replaces_the_old_version(
     archive: PluginArchive, plugins_dir: Path
 ) -> None:
-    older = inspect(plugin_zip(manifest={**DEMO_MANIFEST, "version": "0.9.0"}))
+    older = inspect(demo_zip(manifest={**DEMO_MANIFEST, "version": "0.9.0"}))
     extract_atomically(older, plugins_dir, "demo")
     staged = stage(archive, plugins_dir, "demo")
 
@@ -535,7 +535,7 @@ def test_failed_promote_keeps_the_old_version_in_place(
         real_rename(src, dst)
 
     monkeypatch.setattr(os, "rename", rename)
-    upgrade = inspect(plugin_zip(manifest={**DEMO_MANIFEST, "version": "2.0.0"}))
+    upgrade = inspect(demo_zip(manifest={**DEMO_MANIFEST, "version": "2.0.0"}))
     with pytest.raises(ISPError, match="cross-device"):
         extract_atomically(upgrade, plugins_dir, "demo")
     monkeypatch.undo()
@@ -616,7 +616,7 @@ async def test_async_install_flow_with_rollback(archive: PluginArchive, plugins_
     first = await extract_atomically_async(archive, plugins_dir, "demo")
     installed = snapshot(plugins_dir / "demo")
     upgrade = await inspect_zip_async(
-        plugin_zip(manifest={**DEMO_MANIFEST, "version": "2.0.0"}), max_size=MAX
+        demo_zip(manifest={**DEMO_MANIFEST, "version": "2.0.0"}), max_size=MAX
     )
 
     staged = await stage_async(upgrade, plugins_dir, "demo")
@@ -676,7 +676,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def test_upload_then_download_round_trips(store: ObjectStore) -> None:
-    data = plugin_zip()
+    data = demo_zip()
     archive = inspect(data)
 
     stored = await upload(store, BUCKET, data, "demo", "1.0.0", archive.sha256)
@@ -687,7 +687,7 @@ async def test_upload_then_download_round_trips(store: ObjectStore) -> None:
 
 
 async def test_download_of_a_tampered_object_is_a_checksum_mismatch(store: ObjectStore) -> None:
-    data = plugin_zip()
+    data = demo_zip()
     sha = hashlib.sha256(data).hexdigest()
     stored = await upload(store, BUCKET, data, "demo", "1.0.0", sha)
     await store.put(BUCKET, stored.key, data[:-1] + b"\x01")  # same key, other bytes
@@ -704,7 +704,7 @@ async def test_download_of_a_tampered_object_is_a_checksum_mismatch(store: Objec
 
 
 async def test_upload_refuses_bytes_that_do_not_match_the_sha256(store: ObjectStore) -> None:
-    data = plugin_zip()
+    data = demo_zip()
     wrong = hashlib.sha256(b"something else").hexdigest()
 
     with pytest.raises(ChecksumMismatch):

@@ -8,12 +8,11 @@ on start), on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from isp.config import Settings
-from isp.plugins.settings import settings_store
 from tests.conftest import NULL_ROUTER, install_plugin
 from tests.sms_gateway.gateway_server import FakeGateway
 from tests.sms_gateway.loaded import PLUGIN_DIR
@@ -36,13 +35,6 @@ def settings(settings: Settings) -> Settings:
     install_plugin(NULL_ROUTER, settings)
     return settings
 
-
-@pytest.fixture(autouse=True)
-def default_plugin_settings() -> Iterator[None]:
-    """Every test starts from the plugin's defaults (the settings store is process-wide)."""
-    settings_store.forget(NAME)
-    yield
-    settings_store.forget(NAME)
 
 
 @pytest.fixture

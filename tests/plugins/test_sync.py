@@ -1,14 +1,12 @@
-"""Two real server processes on one PostgreSQL and one S3 server converge within 5 s."""
+"""PluginSync across instances: two real server processes on one PostgreSQL and one S3 server
+converge within 5 s."""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
 import sys
 import uuid
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,7 @@ import pytest
 
 from tests.conftest import TEST_SECRET_KEY
 from tests.plugins import builders
-from tests.plugins.builders import free_port, until
-from tests.plugins.test_admin import plugin_zip
+from tests.plugins.builders import free_port, stamp_zip, until
 from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
 
 CONVERGENCE = 5.0
@@ -52,14 +49,14 @@ async def label(customer, db):
 
 def tuned_zip() -> bytes:
     """A plugin whose hook shows its current setting in the customer's phone field."""
-    manifest = {"name": "tuned", "version": "1.0.0", "description": "settings",
-                "hooks": ["customer_created"]}  # fmt: skip
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("tuned/manifest.json", json.dumps(manifest))
-        archive.writestr("tuned/__init__.py", TUNED_INIT)
-        archive.writestr("tuned/handlers.py", TUNED_HANDLERS)
-    return buffer.getvalue()
+    files = builders.plugin_files(
+        "tuned",
+        init=TUNED_INIT,
+        handlers=TUNED_HANDLERS,
+        hooks=["customer_created"],
+        description="settings",
+    )
+    return builders.zip_of("tuned", files)
 
 
 async def isp(*args: str, env: dict[str, str]) -> str:
@@ -161,13 +158,13 @@ async def test_changes_on_one_instance_are_served_by_the_other_within_5_s(
 
             return check
 
-        files = {"file": ("stamp.zip", plugin_zip(version="1.0.0"), "application/zip")}
+        files = {"file": ("stamp.zip", stamp_zip(version="1.0.0"), "application/zip")}
         installed = await client.post(f"{first}/plugins/upload", files=files)
         assert installed.status_code == 201, installed.text
         took = await until(holds(lambda p: p.get("status") == "active"), CONVERGENCE)
         assert await stamp_on_second() == "stamp-1.0.0"
 
-        files = {"file": ("stamp.zip", plugin_zip(version="1.1.0"), "application/zip")}
+        files = {"file": ("stamp.zip", stamp_zip(version="1.1.0"), "application/zip")}
         upgraded = await client.post(f"{first}/plugins/upload", files=files)
         assert upgraded.status_code == 200, upgraded.text
         await until(holds(lambda p: p.get("version") == "1.1.0"), CONVERGENCE)
