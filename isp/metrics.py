@@ -21,6 +21,7 @@ from quart import Blueprint, Quart, Response, current_app, g, has_app_context, r
 
 from isp.auth.guard import require
 from isp.core.backup_health import count_stale
+from isp.openapi import document
 from isp.plugins.registry import PluginRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -151,6 +152,15 @@ def app_metrics() -> Metrics:
 
 
 @bp.get("/metrics")
+@document(
+    statuses=(401, 403),
+    responses={
+        200: {
+            "description": "Prometheus' text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics() -> Response:
     """Prometheus text: ``Bearer $ISP_METRICS_TOKEN`` or a token with the ``read`` scope."""
     from isp.context import components
