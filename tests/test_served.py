@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET_KEY
-from tests.plugins.builders import free_port, until
+from tests.plugins.builders import free_port, start_server, until
 from tests.plugins.test_sync import isp, shared_database
 
 __all__ = ["shared_database"]
@@ -69,17 +69,7 @@ async def start_servers(
     processes = []
     for port, env in zip(ports, envs, strict=True):
         processes.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "isp",
-                "serve",
-                "--port",
-                str(port),
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
+            await start_server(port, env)
         )
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     async with httpx.AsyncClient(timeout=5) as client:

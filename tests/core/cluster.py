@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 
 from tests.conftest import TEST_SECRET_KEY
 from tests.mikrotik.loaded import PLUGIN_DIR
-from tests.plugins.builders import free_port, until
+from tests.plugins.builders import free_port, start_server, until
 from tests.plugins.test_sync import _ready, isp
 
 
@@ -63,17 +62,7 @@ class Cluster:
         for env in self.envs:
             port = free_port()
             self.processes.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "isp",
-                    "serve",
-                    "--port",
-                    str(port),
-                    env=env,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )  # fmt: skip
+                await start_server(port, env)
             )
             self.urls.append(f"http://127.0.0.1:{port}")
         async with httpx.AsyncClient(timeout=5) as client:

@@ -228,6 +228,14 @@ async def eventually(check: Callable[[], Any], within: float = 3.0) -> Any:
         await asyncio.sleep(0.01)
 
 
+async def start_server(port: int, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """``isp serve`` on ``port`` in a real process with ``env``, its output discarded."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "isp", "serve", "--port", str(port), env=dict(env),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import TEST_SECRET_KEY
 from tests.plugins import builders
-from tests.plugins.builders import free_port, stamp_zip, until
+from tests.plugins.builders import free_port, stamp_zip, start_server, until
 from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
 
 CONVERGENCE = 5.0
@@ -104,17 +103,7 @@ async def instances(
     token = (await isp("token", "issue", "alice", "--scope", "admin", env=envs[0])).split()[-1]
     ports = [free_port(), free_port()]
     processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "isp",
-            "serve",
-            "--port",
-            str(port),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        await start_server(port, env)
         for port, env in zip(ports, envs, strict=True)
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
