@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     s3_plugins_bucket: str = "plugins"
     s3_backups_bucket: str = "backups"
     plugin_max_upload: int = Field(default=16 * 1024 * 1024, gt=0)
+    plugin_trusted_keys: Path | None = None
+    plugin_unsigned: Literal["sandbox", "refuse", "allow"] = "sandbox"
+    plugin_sandbox_local: bool = False
     plugin_sync_interval: float = Field(default=1.0, gt=0, le=60)
     backup_concurrency: int = Field(default=50, ge=1, le=10_000)
     backup_device_timeout: float = Field(default=300.0, gt=0, le=86_400)
@@ -74,6 +77,20 @@ class Settings(BaseSettings):
 
         parse_cron(value)  # raises ValueError naming the field that is wrong
         return " ".join(value.split())
+
+    @field_validator("plugin_trusted_keys", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("plugin_trusted_keys")
+    @classmethod
+    def _trusted_keys(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from isp.plugins.trust import load_trusted_keys
+
+            load_trusted_keys(value)  # raises ValueError naming the file and the line
+        return value
 
     @field_validator("s3_endpoint_url")
     @classmethod
