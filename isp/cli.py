@@ -220,14 +220,16 @@ def _print_plugin(described: dict[str, Any]) -> None:
     reason = described.get("error") or described.get("reload_error")
     click.echo(
         f"{described['name']:<24} {described.get('version') or '-':<12} "
-        f"{described['status']:<9} {described.get('source') or '-':<7}"
+        f"{described['status']:<9} {described.get('source') or '-':<7} "
+        f"{described.get('signature') or '-':<9} {described.get('isolation') or '-':<10}"
+        + (f" signer={described['signer']}" if described.get("signer") else "")
         + (f" {reason}" if reason else "")
     )
 
 
 @plugins.command("list")
 def plugins_list() -> None:
-    """Every plugin with its version, status and source."""
+    """Every plugin: version, status, source, signature, isolation (and signer, error)."""
 
     async def work(service: PluginService) -> list[dict[str, Any]]:
         return list(service.runtime.list())
@@ -313,6 +315,40 @@ def plugins_pack(folder: Path, output: Path | None) -> None:
     except ISPError as exc:
         raise click.ClickException(exc.detail) from exc
     click.echo(str(written))
+
+
+@plugins.command("keygen")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def plugins_keygen(path: Path) -> None:
+    """Write a new Ed25519 signing key to PATH (mode 0600) and its public key to PATH.pub."""
+    from isp.plugins.trust import write_keypair
+
+    try:
+        key_id = write_keypair(path)
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"wrote {path} (private: keep it secret) and {path}.pub; key id {key_id}")
+    click.echo(f"trust it: add the line of {path}.pub to the ISP_PLUGIN_TRUSTED_KEYS file")
+
+
+@plugins.command("sign")
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--key",
+    "key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The private key written by `isp plugins keygen`.",
+)
+def plugins_sign(target: Path, key: Path) -> None:
+    """Write SIGNATURE.json into the plugin folder or zip TARGET, signed with --key."""
+    from isp.plugins.trust import SIGNATURE_FILE, sign
+
+    try:
+        key_id = sign(target, key)
+    except ISPError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"signed {target} with key {key_id} ({SIGNATURE_FILE})")
 
 
 @plugins.command("enable")

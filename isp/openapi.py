@@ -54,6 +54,40 @@ REASONS: Final = {
     504: "a plugin hook timed out",
 }
 JSON_OBJECT: Final = {"application/json": {"schema": {"type": "object"}}}
+NULLABLE_STRING: Final = {"type": ["string", "null"]}
+PLUGIN_REF: Final = {"$ref": "#/components/schemas/Plugin"}
+PLUGIN_SCHEMA: Final = {
+    "type": "object",
+    "required": ["name", "version", "enabled", "status", "source", "signature", "isolation"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": NULLABLE_STRING,
+        "description": {"type": "string"},
+        "hooks": {"type": "array", "items": {"type": "string"}},
+        "enabled": {"type": "boolean"},
+        "status": {"type": "string", "enum": ["active", "disabled", "error"]},
+        "error": NULLABLE_STRING,
+        "reload_error": NULLABLE_STRING,
+        "sha256": NULLABLE_STRING,
+        "source": {"type": "string"},
+        "loaded_at": {"type": ["string", "null"], "format": "date-time"},
+        "requires": {"type": "object", "additionalProperties": {"type": "string"}},
+        "required_by": {"type": "array", "items": {"type": "string"}},
+        "signature": {
+            "type": "string",
+            "enum": ["signed", "unsigned", "invalid", "modified"],
+            "description": "signed: by a key of ISP_PLUGIN_TRUSTED_KEYS; unsigned: no "
+            "signature, or one by a key not trusted here (see signer); invalid: malformed or "
+            "does not verify; modified: a file differs from, is missing from or was added to "
+            "the signed list",
+        },
+        "signer": {**NULLABLE_STRING, "description": "id of the key whose signature verifies"},
+        "isolation": {"type": "string", "enum": ["in_process", "sandbox"]},
+        "stats": {"type": "array", "items": {"type": "object"}},
+    },
+    "additionalProperties": True,
+}
+PLUGIN_JSON: Final = {"application/json": {"schema": PLUGIN_REF}}
 
 
 def query_param(
@@ -94,6 +128,7 @@ class ISPOpenAPIProvider(OpenAPIProvider):
     def schema(self) -> dict[str, Any]:
         document_ = super().schema()
         document_["components"]["schemas"]["Problem"] = PROBLEM_SCHEMA
+        document_["components"]["schemas"]["Plugin"] = PLUGIN_SCHEMA
         return document_
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
@@ -180,13 +215,36 @@ PLUGIN_ROUTE_DOCS: Final[dict[str, dict[str, Any]]] = {
             query_param("grant", {"type": "string"}, "permissions granted: network,secrets"),
         ),
         "responses": {
-            200: {"description": "upgraded, or the same zip again", "content": JSON_OBJECT},
-            201: {"description": "installed", "content": JSON_OBJECT},
+            200: {"description": "upgraded, or the same zip again", "content": PLUGIN_JSON},
+            201: {"description": "installed", "content": PLUGIN_JSON},
         },
     },
-    "plugins.enable_plugin": {"statuses": (409, 422)},
+    "plugins.list_plugins": {
+        "responses": {
+            200: {
+                "description": "every plugin",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["plugins"],
+                            "properties": {"plugins": {"type": "array", "items": PLUGIN_REF}},
+                        }
+                    }
+                },
+            }
+        }
+    },
+    "plugins.get_plugin": {
+        "responses": {200: {"description": "one plugin", "content": PLUGIN_JSON}}
+    },
+    "plugins.enable_plugin": {
+        "statuses": (409, 422),
+        "responses": {200: {"description": "enabled", "content": PLUGIN_JSON}},
+    },
     "plugins.disable_plugin": {
         "statuses": (409, 422),
+        "responses": {200: {"description": "disabled", "content": PLUGIN_JSON}},
         "query": (query_param("cascade", FLAG_SCHEMA, "disable dependants first"),),
     },
     "plugins.uninstall_plugin": {

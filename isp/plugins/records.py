@@ -88,8 +88,11 @@ async def installed(
     actor: str,
     action: str,
     from_version: str | None,
+    trust: dict[str, Any] | None = None,
 ) -> None:
-    """An uploaded version is serving: record it, audit it, tell the other instances."""
+    """An uploaded version is serving: record it, audit it, tell the other instances.
+
+    ``trust``: its signature status and signer, kept in the audit entry."""
     async with in_transaction() as conn:
         await PluginRecord.update_or_create(
             name=name,
@@ -102,7 +105,7 @@ async def installed(
             },
             using_db=conn,
         )
-        detail = {"outcome": "installed" if action == "install" else "upgraded"}
+        detail = {"outcome": "installed" if action == "install" else "upgraded", **(trust or {})}
         await _audit_upload(conn, actor, action, name, sha256, from_version, version, detail)
         await PluginGeneration.bump(conn)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
-from isp.plugins import records, tables
+from isp.plugins import records, tables, trust
 from isp.plugins.archive import tree_digest_async
 from isp.plugins.dependencies import Node, dependants, load_order, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
@@ -49,11 +49,17 @@ class PluginRuntime:
         self._registry = registry
         self._settings_store = settings_store if settings_store is not None else SettingsStore()
         self._states: dict[str, PluginState] = {}
+        self._trusted: trust.TrustedKeys = {}
         self._lock = asyncio.Lock()
 
     @property
     def registry(self) -> PluginRegistry:
         return self._registry
+
+    @property
+    def trusted_keys(self) -> trust.TrustedKeys:
+        """The public keys of ``ISP_PLUGIN_TRUSTED_KEYS``, read when plugins are discovered."""
+        return self._trusted
 
     @property
     def settings_store(self) -> SettingsStore:
@@ -76,10 +82,12 @@ class PluginRuntime:
         """Know every plugin folder and its record without running any plugin code (what
         ``isp plugins uninstall`` needs while the service is stopped)."""
         self._registry.configure(default_timeout=self._settings.hook_timeout)
+        self._trusted = await trust.trusted_keys_async(self._settings)
         sources = await discover_async(self._settings.plugins_dir)
+        verdicts = [await self._verify(source) for source in sources]
         async with self._lock:
             known = await records.sync_local(sources)
-            for source in sources:
+            for source, verdict in zip(sources, verdicts, strict=True):
                 record = known.get(source.name)
                 self._states[source.name] = PluginState(
                     name=source.name,
@@ -88,6 +96,7 @@ class PluginRuntime:
                     origin=record.source if record else "local",
                     sha256=record.sha256 if record else None,
                     tree_sha256=record.tree_sha256 if record else None,
+                    trust=verdict,
                 )
 
     async def stop(self) -> None:
@@ -102,13 +111,15 @@ class PluginRuntime:
         *,
         installed: tuple[str, str] | None = None,
         manifest: Manifest | None = None,
+        verdict: trust.Verdict | None = None,
     ) -> dict[str, Any]:
         """Load ``plugins_dir/<name>``, or reload it: the new version replaces the old
         only when it is valid; otherwise the old one keeps serving (``reload_error``).
 
         ``installed`` = (zip sha256, tree sha256) marks an uploaded version: its files are
-        checked against the tree digest before every load from now on. ``manifest``: the
-        one already parsed from its zip (not read again from disk).
+        checked against the tree digest before every load from now on. ``manifest`` and
+        ``verdict``: the manifest and signature verdict already read from its zip (not
+        read again from disk).
         """
         folder = self._settings.plugins_dir / name
         if manifest is not None:
@@ -129,6 +140,7 @@ class PluginRuntime:
                     tree_sha256=record.tree_sha256 if record else None,
                 )
                 self._states[name] = state
+            state.trust = verdict if verdict is not None else await self._verify(source)
             previous = (state.origin, state.sha256, state.tree_sha256)
             first = state.loaded is None
             if installed is not None:
@@ -187,10 +199,14 @@ class PluginRuntime:
             await self._set_enabled(dependant, False, actor, {"cascade_from": name})
 
     async def install_version(
-        self, name: str, installed: tuple[str, str], manifest: Manifest
+        self,
+        name: str,
+        installed: tuple[str, str],
+        manifest: Manifest,
+        verdict: trust.Verdict | None = None,
     ) -> None:
         """Import and publish the version just promoted; ``PluginInvalid`` when it fails."""
-        await self.load_plugin(name, installed=installed, manifest=manifest)
+        await self.load_plugin(name, installed=installed, manifest=manifest, verdict=verdict)
         state = self._states[name]
         failure = state.reload_error or (state.error if state.loaded is None else None)
         if failure:
@@ -329,6 +345,13 @@ class PluginRuntime:
         ]
         return {**state.to_json(), "required_by": self.required_by(state.name), "stats": stats}
 
+    async def _verify(self, source: PluginSource) -> trust.Verdict:
+        """The signature of a plugin folder (a folder that cannot be read is ``invalid``)."""
+        try:
+            return await trust.verify_folder_async(source.path, source.manifest, self._trusted)
+        except ISPError as exc:
+            return trust.Verdict("invalid", detail=exc.detail)
+
     def _known_events(self, source: PluginSource) -> set[str]:
         """Core events plus every plugin's declared events (load order must not matter)."""
         known = set(self._registry.events)
@@ -359,6 +382,7 @@ class PluginRuntime:
                     f"{actual[:12]}...); reinstall the plugin or restore its files",
                 )
                 return
+        isolation = trust.isolation(state.name, state.origin, state.trust, self._settings)
         keep_models = old is not None and not migrate
         try:
             if migrate:
@@ -411,6 +435,7 @@ class PluginRuntime:
             vendors=new.manifest.vendors,
         )
         state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
+        state.isolation = isolation
         state.error = state.reload_error = None
         log.info(
             "plugin %s %s loaded",

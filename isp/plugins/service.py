@@ -35,7 +35,7 @@ import isp
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
 from isp.plugins import archive as zips
-from isp.plugins import records, recovery, tables
+from isp.plugins import records, recovery, tables, trust
 from isp.plugins import store as files
 from isp.plugins.candidate import validate_candidate
 from isp.plugins.dependencies import check_install, check_upgrade
@@ -101,6 +101,7 @@ class PluginService:
         try:
             archive = await zips.inspect_zip_async(data, max_size=self._settings.plugin_max_upload)
             name, sha256 = archive.manifest.name, archive.sha256
+            verdict = await self._admit(archive)
             async with self._lock:
                 plan = await self._decide(archive, force=force, replace_local=replace_local)
                 if plan.action == "none":
@@ -112,7 +113,7 @@ class PluginService:
                 staged = await files.stage_async(archive, self._settings.plugins_dir, name)
                 try:
                     await self._validate(staged, plan)
-                    await self._switch(plan, staged, data, actor)
+                    await self._switch(plan, staged, data, actor, verdict)
                 finally:
                     await files.discard_async(staged if staged.exists() else None)
         except ISPError as exc:
@@ -124,6 +125,15 @@ class PluginService:
             )  # fmt: skip
             raise
         return self._runtime.describe(plan.name), 201 if plan.installed is None else 200
+
+    async def _admit(self, archive: zips.PluginArchive) -> trust.Verdict:
+        """The zip's signature verdict; refused (422) as :func:`trust.admit_upload` says."""
+        verdict = await trust.verify_async(
+            archive.files, archive.manifest, self._runtime.trusted_keys
+        )
+        prefix = f"{archive.root_prefix}/" if archive.root_prefix else ""
+        trust.admit_upload(verdict, self._settings, archive.manifest.name, prefix)
+        return verdict
 
     async def _decide(
         self, archive: zips.PluginArchive, *, force: bool, replace_local: bool
@@ -198,7 +208,9 @@ class PluginService:
             name=plan.name,
         )
 
-    async def _switch(self, plan: Plan, staged: Path, data: bytes, actor: str) -> None:
+    async def _switch(
+        self, plan: Plan, staged: Path, data: bytes, actor: str, verdict: trust.Verdict
+    ) -> None:
         """Store, promote, migrate, import once, publish, record; undone on any failure."""
         name, plugins_dir, archive = plan.name, self._settings.plugins_dir, plan.archive
         key = files.object_key(name, plan.version, archive.sha256)
@@ -221,12 +233,12 @@ class PluginService:
             promoted = True
             await files.write_marker_async(plugins_dir / name, archive.tree_sha256)
             await self._runtime.install_version(
-                name, (archive.sha256, archive.tree_sha256), archive.manifest
+                name, (archive.sha256, archive.tree_sha256), archive.manifest, verdict
             )
             await records.installed(
                 name, version=plan.version, sha256=archive.sha256,
                 tree_sha256=archive.tree_sha256, enabled=plan.enabled, actor=actor,
-                action=plan.action, from_version=plan.installed,
+                action=plan.action, from_version=plan.installed, trust=verdict.to_json(),
             )  # fmt: skip
         except BaseException:
             if promoted:

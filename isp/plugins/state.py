@@ -8,6 +8,7 @@ from typing import Any
 
 from isp.plugins.discovery import PluginSource
 from isp.plugins.loader import LoadedPlugin
+from isp.plugins.trust import UNSIGNED, Isolation, Verdict
 
 
 @dataclass
@@ -24,6 +25,8 @@ class PluginState:
     loaded_at: datetime | None = None
     error: str | None = None
     reload_error: str | None = None
+    trust: Verdict = UNSIGNED  # the signature of the files in its folder
+    isolation: Isolation = "in_process"
 
     @property
     def status(self) -> str:
@@ -46,6 +49,8 @@ class PluginState:
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "reload_error": self.reload_error,
             "requires": dict(self.requires),
+            **self.trust.to_json(),
+            "isolation": self.isolation,
         }
 
     @property
