@@ -124,7 +124,8 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+            why = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {why}")
         raise ConfigError(
             "invalid configuration: " + "; ".join(problems),
             errors=[{"variable": p.split(":", 1)[0], "msg": p.split(": ", 1)[1]} for p in problems],
