@@ -63,11 +63,17 @@ async def test_plugin_json_has_the_documented_fields(
     assert set(plugin) == {
         "name", "version", "description", "hooks", "enabled", "status", "error", "sha256",
         "source", "loaded_at", "reload_error", "requires", "required_by",
+        "signature", "signer", "isolation",
     }
     assert plugin["version"] == "1.2.0"
     assert plugin["hooks"] == ["customer_created", "service_provision"]
     assert plugin["source"] == "local"
     assert plugin["loaded_at"] is not None
+    assert (plugin["signature"], plugin["signer"], plugin["isolation"]) == (
+        "unsigned",
+        None,
+        "in_process",
+    )
 
 
 async def test_first_discovery_creates_enabled_local_records(
