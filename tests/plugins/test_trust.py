@@ -10,6 +10,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import re
 import stat
 import zipfile
@@ -27,7 +28,14 @@ from isp.app import create_app
 from isp.config import Settings, load_settings
 from isp.errors import ConfigError, ISPError
 from isp.plugins.archive import inspect_zip
-from isp.plugins.trust import SIGNATURE_FILE, load_trusted_keys, sign, write_keypair
+from isp.plugins.trust import (
+    SIGNATURE_FILE,
+    Verdict,
+    isolation,
+    load_trusted_keys,
+    sign,
+    write_keypair,
+)
 from tests.conftest import Tokens, auth, make_settings
 from tests.plugins.builders import (
     isp,
@@ -326,6 +334,36 @@ async def test_a_local_folder_is_verified_at_load_and_still_trusted_when_modifie
     assert (reloaded["signature"], reloaded["status"]) == ("modified", "active")
     assert reloaded["isolation"] == "in_process"
     assert await stamped(client, tokens.operator) == "stamp-1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("origin", "status", "overrides", "belongs_in_sandbox"),
+    [
+        ("upload", "unsigned", {}, True),  # the default ISP_PLUGIN_UNSIGNED=sandbox
+        ("upload", "unsigned", {"plugin_unsigned": "allow"}, False),
+        ("upload", "signed", {}, False),
+        ("local", "unsigned", {}, False),  # local folders are trusted
+        ("local", "unsigned", {"plugin_sandbox_local": True}, True),
+        ("local", "signed", {"plugin_sandbox_local": True}, False),
+    ],
+)
+def test_isolation_is_in_process_until_the_sandbox_is_wired_in_and_says_who_belongs_there(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    origin: str,
+    status: Any,
+    overrides: dict[str, Any],
+    belongs_in_sandbox: bool,
+) -> None:
+    settings = make_settings("sqlite://:memory:", tmp_path, **overrides)
+
+    with caplog.at_level(logging.WARNING, logger="isp.plugins.trust"):
+        where = isolation("stamp", origin, Verdict(status), settings)
+
+    assert where == "in_process"
+    warned = [r for r in caplog.records if "belongs in the sandbox" in r.getMessage()]
+    assert bool(warned) is belongs_in_sandbox
+    assert all("stamp" in r.getMessage() for r in warned)
 
 
 # --- settings ----------------------------------------------------------------------------
