@@ -321,7 +321,7 @@ def plugins_pack(folder: Path, output: Path | None) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def plugins_keygen(path: Path) -> None:
     """Write a new Ed25519 signing key to PATH (mode 0600) and its public key to PATH.pub."""
-    from isp.plugins.trust import write_keypair
+    from isp.plugins.keys import write_keypair
 
     try:
         key_id = write_keypair(path)

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     @classmethod
     def _trusted_keys(cls, value: Path | None) -> Path | None:
         if value is not None:
-            from isp.plugins.trust import load_trusted_keys
+            from isp.plugins.keys import load_trusted_keys
 
             load_trusted_keys(value)  # raises ValueError naming the file and the line
         return value

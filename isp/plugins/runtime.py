@@ -22,7 +22,7 @@ from typing import Any
 
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
-from isp.plugins import records, tables, trust
+from isp.plugins import keys, records, tables, trust
 from isp.plugins.archive import tree_digest_async
 from isp.plugins.dependencies import Node, dependants, load_order, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
@@ -49,7 +49,7 @@ class PluginRuntime:
         self._registry = registry
         self._settings_store = settings_store if settings_store is not None else SettingsStore()
         self._states: dict[str, PluginState] = {}
-        self._trusted: trust.TrustedKeys = {}
+        self._trusted: keys.TrustedKeys = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -57,7 +57,7 @@ class PluginRuntime:
         return self._registry
 
     @property
-    def trusted_keys(self) -> trust.TrustedKeys:
+    def trusted_keys(self) -> keys.TrustedKeys:
         """The public keys of ``ISP_PLUGIN_TRUSTED_KEYS``, read when plugins are discovered."""
         return self._trusted
 
@@ -82,7 +82,7 @@ class PluginRuntime:
         """Know every plugin folder and its record without running any plugin code (what
         ``isp plugins uninstall`` needs while the service is stopped)."""
         self._registry.configure(default_timeout=self._settings.hook_timeout)
-        self._trusted = await trust.trusted_keys_async(self._settings)
+        self._trusted = await keys.trusted_keys_async(self._settings)
         sources = await discover_async(self._settings.plugins_dir)
         verdicts = [await self._verify(source) for source in sources]
         async with self._lock:

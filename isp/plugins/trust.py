@@ -1,9 +1,6 @@
-"""Plugin signatures: Ed25519 keys, the signature file, verification and the trust policy.
+"""Plugin signatures: the signature file, verification and the trust policy.
 
-A signer's key pair comes from :func:`write_keypair` (``isp plugins keygen``): the
-private key as PKCS#8 PEM (mode 0600) and ``<path>.pub``, one line ``ed25519 <base64>``.
-A key's id is the first 16 hex digits of the SHA-256 of its 32 raw bytes.
-
+Keys (``isp plugins keygen``, ``ISP_PLUGIN_TRUSTED_KEYS``) are :mod:`isp.plugins.keys`'s.
 ``isp plugins sign`` writes :data:`SIGNATURE_FILE` at the plugin's root: a JSON object
 ``{"format", "plugin", "version", "key_id", "public_key", "files", "signature"}`` where
 ``files`` maps every file of the plugin (POSIX path below its root; the signature file
@@ -37,33 +34,25 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-    load_pem_private_key,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from isp.config import Settings
-from isp.errors import ConfigError, PluginInvalid, ValidationFailed
+from isp.errors import PluginInvalid, ValidationFailed
 from isp.plugins.archive import MANIFEST, in_thread, inspect_zip, is_ignored, os_errors
+from isp.plugins.keys import TrustedKeys, decode_public_key, key_id, raw_bytes, read_private_key
 from isp.plugins.manifest import Manifest, read_manifest
 
 log = logging.getLogger("isp.plugins.trust")
 
 SIGNATURE_FILE: Final = "SIGNATURE.json"
 FORMAT: Final = "isp-plugin-signature-v1"
-KEY_TYPE: Final = "ed25519"
 _TAG: Final = FORMAT.encode() + b"\n"
 _MAX_SIGNATURE_FILE: Final = 8 * 1024 * 1024
 _SIGN_LIMIT: Final = 1024 * 1024 * 1024  # what `sign` reads; the server has its own limit
 
 Status = Literal["signed", "unsigned", "invalid", "modified"]
 Isolation = Literal["in_process", "sandbox"]
-TrustedKeys = Mapping[str, Ed25519PublicKey]  # key id -> public key
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -93,127 +82,6 @@ class _Document(BaseModel):
     public_key: str
     files: dict[str, Sha256Hex]
     signature: str
-
-
-# --- keys ----------------------------------------------------------------------------
-
-
-def _raw(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    """A short, stable name for a public key (what ``signer`` shows)."""
-    return hashlib.sha256(_raw(public)).hexdigest()[:16]
-
-
-def public_key_line(public: Ed25519PublicKey) -> str:
-    return f"{KEY_TYPE} {base64.b64encode(_raw(public)).decode('ascii')}"
-
-
-def _decode_key(text: str) -> Ed25519PublicKey:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the key is not valid base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key is 32 bytes, this one is {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def parse_public_key_line(line: str) -> Ed25519PublicKey:
-    """``ed25519 <base64>`` (anything after the key is a comment); ValueError says why."""
-    parts = line.split()
-    if len(parts) < 2:
-        raise ValueError(f"expected '{KEY_TYPE} <base64 key>', got {line.strip()[:80]!r}")
-    if parts[0] != KEY_TYPE:
-        raise ValueError(f"unknown key type {parts[0][:40]!r}; only {KEY_TYPE!r} is supported")
-    return _decode_key(parts[1])
-
-
-def load_trusted_keys(path: Path) -> dict[str, Ed25519PublicKey]:
-    """The keys of ``ISP_PLUGIN_TRUSTED_KEYS``: one ``ed25519 <base64> [comment]`` per line,
-    blank lines and ``#`` comments allowed. ValueError names the file and the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot be read: {exc}") from exc
-    keys: dict[str, Ed25519PublicKey] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            public = parse_public_key_line(line)
-        except ValueError as exc:
-            raise ValueError(f"{path}, line {number}: {exc}") from None
-        keys[key_id(public)] = public
-    return keys
-
-
-def trusted_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
-    """The deployment's trusted keys (none when ``ISP_PLUGIN_TRUSTED_KEYS`` is unset)."""
-    if settings.plugin_trusted_keys is None:
-        return {}
-    try:
-        return load_trusted_keys(settings.plugin_trusted_keys)
-    except ValueError as exc:
-        raise ConfigError(
-            f"ISP_PLUGIN_TRUSTED_KEYS: {exc}",
-            errors=[{"variable": "ISP_PLUGIN_TRUSTED_KEYS", "msg": str(exc)}],
-        ) from None
-
-
-trusted_keys_async = in_thread(trusted_keys)
-
-
-def write_keypair(path: Path) -> str:
-    """Write a new private key to ``path`` (0600) and ``path.pub``; return the key id.
-
-    Refuses to overwrite either file: a lost signing key cannot be recovered, and a
-    replaced one would silently stop matching every trusted-keys file that lists it.
-    """
-    public_path = path.with_name(path.name + ".pub")
-    private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    for target in (path, public_path):
-        if target.exists() or target.is_symlink():
-            raise ValidationFailed(
-                f"{target} exists; refusing to overwrite a key (choose another path)",
-                errors=[{"loc": ["path"], "msg": "exists"}],
-            )
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with os_errors("write the private key", path), open(os.open(path, flags, 0o600), "wb") as fh:
-        os.fchmod(fh.fileno(), 0o600)  # whatever the umask
-        fh.write(pem)
-    try:
-        with (
-            os_errors("write the public key", public_path),
-            open(os.open(public_path, flags, 0o644), "w", encoding="ascii") as out,
-        ):
-            out.write(public_key_line(private.public_key()) + "\n")
-    except BaseException:
-        path.unlink(missing_ok=True)  # no private key without its public half
-        raise
-    return key_id(private.public_key())
-
-
-def read_private_key(path: Path) -> Ed25519PrivateKey:
-    """The signing key written by :func:`write_keypair`; a clear error for anything else."""
-    with os_errors("read the signing key", path):
-        data = path.read_bytes()
-    try:
-        private = load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ValidationFailed(
-            f"{path} is not an unencrypted PEM private key (make one with isp plugins keygen)",
-            errors=[{"loc": ["key"], "msg": str(exc)}],
-        ) from None
-    if not isinstance(private, Ed25519PrivateKey):
-        raise ValidationFailed(
-            f"{path} is not an Ed25519 key; plugin signatures use Ed25519 (isp plugins keygen)",
-            errors=[{"loc": ["key"], "msg": "not an Ed25519 key"}],
-        )
-    return private
 
 
 # --- the signature file --------------------------------------------------------------
@@ -250,7 +118,7 @@ def signature_file(
         "plugin": manifest.name,
         "version": manifest.version,
         "key_id": key_id(public),
-        "public_key": base64.b64encode(_raw(public)).decode("ascii"),
+        "public_key": base64.b64encode(raw_bytes(public)).decode("ascii"),
         "files": dict(sorted(digests.items())),
     }
     payload["signature"] = base64.b64encode(private.sign(_canonical(payload))).decode("ascii")
@@ -277,7 +145,7 @@ def verify(
         where = ".".join(str(part) for part in first["loc"]) or "(document)"
         return _invalid(f"{where}: {first['msg']}")
     try:
-        embedded = _decode_key(document.public_key)
+        embedded = decode_public_key(document.public_key)
     except ValueError as exc:
         return _invalid(f"public_key: {exc}")
     if key_id(embedded) != document.key_id:

@@ -28,14 +28,8 @@ from isp.app import create_app
 from isp.config import Settings, load_settings
 from isp.errors import ConfigError, ISPError
 from isp.plugins.archive import inspect_zip
-from isp.plugins.trust import (
-    SIGNATURE_FILE,
-    Verdict,
-    isolation,
-    load_trusted_keys,
-    sign,
-    write_keypair,
-)
+from isp.plugins.keys import load_trusted_keys, write_keypair
+from isp.plugins.trust import SIGNATURE_FILE, Verdict, isolation, sign
 from tests.conftest import Tokens, auth, make_settings
 from tests.plugins.builders import (
     isp,
