@@ -162,6 +162,12 @@ async def test_signed_zip_installs_as_signed_with_its_signer_and_runs(
     assert [(p["name"], p["signature"], p["signer"]) for p in listed] == [
         ("stamp", "signed", keys.signer_id)
     ]
+    one = await (await client.get("/plugins/stamp", headers=auth(tokens.admin))).get_json()
+    assert (one["signature"], one["signer"], one["isolation"]) == (
+        "signed",
+        keys.signer_id,
+        "in_process",
+    )
     entry = await newest_audit(client, tokens.admin)
     assert entry["action"] == "install"
     assert (entry["detail"]["signature"], entry["detail"]["signer"]) == ("signed", keys.signer_id)
@@ -304,6 +310,22 @@ async def test_refuse_policy_refuses_unsigned_uploads_and_accepts_signed_ones(
         assert keys.stranger_id in (await stranger.get_json())["detail"]
         assert signed.status_code == 201, await signed.get_data(as_text=True)
         assert (await signed.get_json())["signature"] == "signed"
+
+
+async def test_the_openapi_plugin_schema_documents_signature_signer_and_isolation(
+    client: Client,
+) -> None:
+    document = await (await client.get("/openapi.json")).get_json()
+
+    fields = document["components"]["schemas"]["Plugin"]["properties"]
+    assert fields["signature"]["enum"] == ["signed", "unsigned", "invalid", "modified"]
+    assert fields["isolation"]["enum"] == ["in_process", "sandbox"]
+    assert "signer" in fields
+    one = document["paths"]["/plugins/{name}"]["get"]["responses"]["200"]
+    assert one["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Plugin"}
+    listed = document["paths"]["/plugins"]["get"]["responses"]["200"]["content"]
+    items = listed["application/json"]["schema"]["properties"]["plugins"]["items"]
+    assert items == {"$ref": "#/components/schemas/Plugin"}
 
 
 # --- local folders -----------------------------------------------------------------------
