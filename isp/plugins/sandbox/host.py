@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from isp.errors import HookCrashed, HookTimeout, PluginError
@@ -330,14 +331,16 @@ class SandboxedPlugin:
     async def _drain(
         self, process: _Process, stream: asyncio.StreamReader, name: str, budget: list[int]
     ) -> None:
-        """Log the worker's output line by line, within ``budget`` bytes; drain the rest."""
+        """Log the worker's output line by line, within ``budget`` characters; drain the rest."""
         while chunk := await stream.read(65536):
             for line in chunk.decode(errors="replace").splitlines():
                 process.output.append(line[:OUTPUT_LINE])
-                if budget[0] > 0:
-                    budget[0] -= len(line)
-                    log.info("plugin %s: %s", name, line[:OUTPUT_LINE],
-                             extra={"plugin": self.name})  # fmt: skip
+                if budget[0] <= 0:
+                    continue
+                text = f"plugin {name}: {line[:OUTPUT_LINE]}"
+                budget[0] -= len(text)
+                log.info(text if budget[0] > 0 else f"{text} (further output not logged)",
+                         extra={"plugin": self.name})  # fmt: skip
 
     async def _watch(self, process: _Process) -> None:
         """When the worker ends: fail its calls, count a crash, restart or quarantine."""
@@ -346,9 +349,7 @@ class SandboxedPlugin:
         if self._process is process:
             self._process = None
         why = process.killed_for or f"worker exited ({_exit(code)}): {self._tail(process)}"
-        for call in process.calls.values():
-            if not call.future.done():
-                call.future.set_exception(WorkerCrashed(f"{call.hook}: {why}", plugin=self.name))
+        self._fail_calls(process, why)
         with contextlib.suppress(Exception):
             process.writer.close()
         if process.killed_for is None and not self._stopped:
@@ -371,11 +372,21 @@ class SandboxedPlugin:
             process.killed_for = why
         if self._process is process:
             self._process = None
+        inner = _children(process.proc.pid)  # the sandbox's pid 1: killing it ends them all
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.proc.pid, signal.SIGKILL)
+        for pid in inner:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _fail_calls(self, process: _Process, why: str) -> None:
+        for call in process.calls.values():
+            if not call.future.done():
+                call.future.set_exception(WorkerCrashed(f"{call.hook}: {why}", plugin=self.name))
 
     async def _reap(self, process: _Process) -> None:
         await process.proc.wait()
+        self._fail_calls(process, process.killed_for or "worker ended")
         tasks = list(process.tasks)
         for task in tasks:
             if task is not asyncio.current_task():
@@ -387,6 +398,15 @@ class SandboxedPlugin:
     @staticmethod
     def _tail(process: _Process) -> str:
         return " | ".join(list(process.output)[-3:]) or "no output"
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (the launcher's), from /proc; none once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
 
 
 def _exit(code: int) -> str:

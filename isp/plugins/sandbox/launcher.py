@@ -14,10 +14,13 @@ import sys
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import isp
 from isp.plugins.sandbox.errors import SandboxUnavailable
+
+if TYPE_CHECKING:
+    from isp.config import Settings
 
 WORKER_MODULE: Final = "isp.plugins.sandbox.worker"
 UID_BASE: Final = 200_000  # per-plugin user ids, so RLIMIT_NPROC counts one plugin only
@@ -33,6 +36,16 @@ class Limits:
     cpu_seconds: int = 600
     files: int = 256
     processes: int = 32
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The deployment's limits (``ISP_SANDBOX_*``); a plugin may be given others."""
+        return cls(
+            memory_mb=settings.sandbox_memory_mb,
+            cpu_seconds=settings.sandbox_cpu_seconds,
+            files=settings.sandbox_files,
+            processes=settings.sandbox_processes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +94,7 @@ class BubblewrapLauncher:
                 args += ["--symlink", os.readlink(path), system]
             elif path.is_dir():
                 args += ["--ro-bind", system, system]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         binds = _runtime_dirs() + [spec.folder.resolve()]
         args += _parents(binds)
         for path in binds:  # after /tmp: a plugin folder under /tmp stays visible
