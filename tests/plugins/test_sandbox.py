@@ -33,7 +33,7 @@ from tests.conftest import TEST_SECRET_KEY
 from tests.plugins.builders import eventually, free_port, plugin_files, write_plugin
 
 HOSTILE = """
-import ctypes, os, socket, sys, time
+import ctypes, logging, os, socket, sys, time
 from isp.plugins import PluginError, registry
 
 @registry.hook("customer_created")
@@ -135,6 +135,10 @@ async def chatter(customer):
         print("more garbage", file=sys.stderr)
     sys.stdout.flush()
     return "still speaking the protocol"
+
+@registry.hook("customer_created")
+def logs(customer):
+    logging.getLogger("hostile").warning("customer %s looks odd", customer.name)
 
 @registry.hook("customer_created")
 async def counter(customer, db):
@@ -340,6 +344,20 @@ async def test_garbage_on_stdout_does_not_touch_the_protocol(
     logged = [r for r in caplog.records if r.getMessage().startswith("plugin std")]
     assert logged
     assert sum(len(r.getMessage()) for r in logged) < 4096 + 600  # bounded: one line over
+
+
+async def test_plugin_log_records_reach_the_host_log(
+    sandbox: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugin = await started(sandbox())
+    with caplog.at_level("INFO", logger="isp.plugins.sandbox"):
+        await plugin.call("handlers.logs", {"name": "Ann"}, timeout=5)
+        record = await eventually(
+            lambda: next((r for r in caplog.records if "looks odd" in r.getMessage()), None)
+        )
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == "plugin log hostile: customer Ann looks odd"
+    assert record.__dict__["plugin"] == "hostile"
 
 
 async def test_three_crashes_in_60_s_quarantine_until_reset(sandbox: Factory) -> None:

@@ -88,6 +88,7 @@ class _Process:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     output: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     killed_for: str | None = None  # why the host killed it (a timeout, stop): not a crash
+    budget: int = 0  # characters of its output and log records still to be logged
 
 
 class SandboxedPlugin:
@@ -235,11 +236,10 @@ class SandboxedPlugin:
         finally:
             worker_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=host_sock)
-        process = _Process(proc, reader, writer)
-        budget = [self.output_limit]
+        process = _Process(proc, reader, writer, budget=self.output_limit)
         for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
             assert stream is not None
-            self._spawn(process, self._drain(process, stream, name, budget))
+            self._spawn(process, self._drain(process, stream, name))
         try:
             first = await asyncio.wait_for(read_message(reader), self.start_timeout)
         except (TimeoutError, ProtocolError, asyncio.CancelledError) as exc:
@@ -279,8 +279,9 @@ class SandboxedPlugin:
                     self._spawn(process, self._kv(process, message))
                     continue
                 if kind == "log":
-                    log.info("plugin: %s", str(message.get("message"))[:OUTPUT_LINE],
-                             extra={"plugin": self.name})  # fmt: skip
+                    level = logging.getLevelName(str(message.get("level")))
+                    text = f"plugin log {message.get('logger')}: {message.get('message')}"
+                    self._log(process, level if isinstance(level, int) else logging.INFO, text)
                     continue
                 call = process.calls.get(int(message.get("id", 0)))
                 if call is None or call.future.done():
@@ -328,19 +329,22 @@ class SandboxedPlugin:
             raise ValueError(f"unknown operation {op!r}")
         return None
 
-    async def _drain(
-        self, process: _Process, stream: asyncio.StreamReader, name: str, budget: list[int]
-    ) -> None:
-        """Log the worker's output line by line, within ``budget`` characters; drain the rest."""
+    async def _drain(self, process: _Process, stream: asyncio.StreamReader, name: str) -> None:
+        """Log the worker's output line by line (within its budget); drain the rest."""
         while chunk := await stream.read(65536):
             for line in chunk.decode(errors="replace").splitlines():
                 process.output.append(line[:OUTPUT_LINE])
-                if budget[0] <= 0:
-                    continue
-                text = f"plugin {name}: {line[:OUTPUT_LINE]}"
-                budget[0] -= len(text)
-                log.info(text if budget[0] > 0 else f"{text} (further output not logged)",
-                         extra={"plugin": self.name})  # fmt: skip
+                self._log(process, logging.INFO, f"plugin {name}: {line}")
+
+    def _log(self, process: _Process, level: int, text: str) -> None:
+        """One line of the worker's, while ``output_limit`` characters are not used up."""
+        if process.budget <= 0:
+            return
+        text = text[: OUTPUT_LINE + 40]
+        process.budget -= len(text)
+        if process.budget <= 0:
+            text += " (further output not logged)"
+        log.log(level, text, extra={"plugin": self.name})
 
     async def _watch(self, process: _Process) -> None:
         """When the worker ends: fail its calls, count a crash, restart or quarantine."""

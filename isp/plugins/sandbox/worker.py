@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import resource
 import socket
@@ -146,6 +147,21 @@ class Worker:
                                         "message": f"{type(exc).__name__}: {exc}"})  # fmt: skip
 
 
+class HostLog(logging.Handler):
+    """Sends the plugin's log records to the host, which logs them with the plugin's name."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(message)s"))  # level and logger travel apart
+        self.writer = writer
+        self.loop = asyncio.get_running_loop()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = {"type": "log", "level": record.levelname, "logger": record.name,
+                   "message": self.format(record)[:2000]}  # fmt: skip
+        self.loop.call_soon_threadsafe(write_message, self.writer, message)
+
+
 def limit(limits: Mapping[str, int], uid: int | None) -> None:
     """Apply the limits, then become the plugin's own user (root started us)."""
     memory = int(limits["memory_mb"]) * MB
@@ -184,6 +200,7 @@ def load(name: str, folder: str) -> dict[str, Any]:
 async def serve(config: Mapping[str, Any]) -> int:
     sock = socket.socket(fileno=int(config["fd"]))
     reader, writer = await asyncio.open_unix_connection(sock=sock)
+    logging.basicConfig(level=logging.INFO, handlers=[HostLog(writer)])
     try:
         hooks = load(str(config["name"]), str(config["folder"]))
     except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
