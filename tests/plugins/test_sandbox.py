@@ -137,6 +137,11 @@ async def chatter(customer):
     return "still speaking the protocol"
 
 @registry.hook("customer_created")
+async def forge(customer):
+    import json
+    os.write(json.loads(sys.argv[-1])["fd"], b"\\xff\\xff\\xff\\xff not a frame")
+
+@registry.hook("customer_created")
 def logs(customer):
     logging.getLogger("hostile").warning("customer %s looks odd", customer.name)
 
@@ -346,6 +351,27 @@ async def test_garbage_on_stdout_does_not_touch_the_protocol(
     assert sum(len(r.getMessage()) for r in logged) < 4096 + 600  # bounded: one line over
 
 
+async def test_bytes_forged_on_the_protocol_socket_count_as_a_crash(sandbox: Factory) -> None:
+    plugin = await started(sandbox())
+    with pytest.raises(WorkerCrashed, match="protocol error"):
+        await plugin.call("handlers.forge", {}, timeout=10)
+    assert plugin.crashes == 1  # counted towards quarantine
+    assert await plugin.call("handlers.noop", {}, timeout=5) is None
+
+
+async def test_plugin_that_cannot_load_is_refused_with_its_reason(data_dir: Path) -> None:
+    files = plugin_files("broken", handlers="raise RuntimeError('no config')\n",
+                         hooks=["customer_created"])  # fmt: skip
+    folder = write_plugin(data_dir / "plugins", "broken", files)
+    plugin = SandboxedPlugin(WorkerSpec("broken", folder))
+    with pytest.raises(PluginError, match="no config") as raised:
+        await plugin.start()
+    assert raised.value.status_code == 503
+    assert plugin.pid is None
+    assert await eventually(lambda: not processes_of(plugin.spec.uid), within=5)
+    await plugin.stop()
+
+
 async def test_plugin_log_records_reach_the_host_log(
     sandbox: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -366,6 +392,7 @@ async def test_three_crashes_in_60_s_quarantine_until_reset(sandbox: Factory) ->
         with pytest.raises(WorkerCrashed):
             await plugin.call("handlers.exit", {}, timeout=10)
     assert plugin.state == "quarantined"
+    assert plugin.crashes == 3
     assert "3 times in 60 s" in str(plugin.quarantined)
     started_at = time.monotonic()
     with pytest.raises(PluginQuarantined) as raised:

@@ -89,6 +89,7 @@ class _Process:
     output: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     killed_for: str | None = None  # why the host killed it (a timeout, stop): not a crash
     budget: int = 0  # characters of its output and log records still to be logged
+    fault: str | None = None  # why the host killed a misbehaving worker (counts as a crash)
 
 
 class SandboxedPlugin:
@@ -116,6 +117,7 @@ class SandboxedPlugin:
         self.start_timeout = start_timeout
         self.output_limit = output_limit
         self.hooks: tuple[SandboxHook, ...] = ()
+        self._functions: frozenset[str] = frozenset()
         self.quarantined: str | None = None
         self.cold_start: float | None = None  # seconds the last start took
         self._crashes: deque[float] = deque()
@@ -131,6 +133,12 @@ class SandboxedPlugin:
         if self._process is not None:
             return "running"
         return "stopped" if self._stopped else "starting"
+
+    @property
+    def crashes(self) -> int:
+        """Crashes counted towards quarantine (within the last ``crash_window`` seconds)."""
+        now = time.monotonic()
+        return sum(1 for at in self._crashes if now - at <= self.crash_window)
 
     @property
     def pid(self) -> int | None:
@@ -158,9 +166,14 @@ class SandboxedPlugin:
         and ``PluginQuarantined`` (503) once the plugin is quarantined.
         """
         process = await self._current()
+        if hook not in self._functions:
+            raise LookupError(f"plugin {self.name} has no hook {hook!r}")
         call_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         process.calls[call_id] = _Call(future, store or self.store, hook)
+        if self._process is not process:  # it ended between the two lines above
+            process.calls.pop(call_id)
+            raise WorkerCrashed(f"{hook}: {process.killed_for or 'worker ended'}", plugin=self.name)
         message = {"type": "call", "id": call_id, "hook": hook, "subject": subject,
                    "named": dict(named or {})}  # fmt: skip
         try:
@@ -233,29 +246,34 @@ class SandboxedPlugin:
                 start_new_session=True,
                 env=self.launcher.environment(),
             )
+        except BaseException:
+            host_sock.close()
+            raise
         finally:
             worker_sock.close()
-        reader, writer = await asyncio.open_unix_connection(sock=host_sock)
-        process = _Process(proc, reader, writer, budget=self.output_limit)
-        for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
-            assert stream is not None
-            self._spawn(process, self._drain(process, stream, name))
+        process: _Process | None = None
         try:
+            reader, writer = await asyncio.open_unix_connection(sock=host_sock)
+            process = _Process(proc, reader, writer, budget=self.output_limit)
+            for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+                assert stream is not None
+                self._spawn(process, self._drain(process, stream, name))
             first = await asyncio.wait_for(read_message(reader), self.start_timeout)
-        except (TimeoutError, ProtocolError, asyncio.CancelledError) as exc:
-            self._kill(process, "start failed")
-            await self._reap(process)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise PluginError(f"the plugin's worker did not start: {exc!r}", status=503,
-                              plugin=self.name) from None  # fmt: skip
+        except BaseException as exc:
+            await self._abandon(proc, process)
+            if isinstance(exc, TimeoutError | ProtocolError):
+                why = f"no handshake within {self.start_timeout:g} s" if isinstance(
+                    exc, TimeoutError) else str(exc)  # fmt: skip
+                raise PluginError(f"the plugin's worker did not start: {why}", status=503,
+                                  plugin=self.name) from None  # fmt: skip
+            raise
         if first is None or first["type"] != "ready":
-            self._kill(process, "start failed")
-            await self._reap(process)
-            why = first.get("message") if first else f"worker exited: {self._tail(process)}"
+            await self._abandon(proc, process)
+            why = str(first.get("message")) if first else f"worker exited: {self._tail(process)}"
             raise PluginError(f"the plugin cannot run in its sandbox: {why}", status=503,
                               plugin=self.name) from None  # fmt: skip
         self.hooks = tuple(SandboxHook(**hook) for hook in first["hooks"])
+        self._functions = frozenset(hook.function for hook in self.hooks)
         self.cold_start = time.perf_counter() - started
         self._process = process
         self._spawn(process, self._serve(process))
@@ -264,6 +282,16 @@ class SandboxedPlugin:
         log.info("sandbox worker started",
                  extra={"plugin": self.name, "pid": proc.pid, "seconds": seconds})  # fmt: skip
         return process
+
+    async def _abandon(self, proc: asyncio.subprocess.Process, process: _Process | None) -> None:
+        """A worker that failed to start: kill it and wait until it is gone."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if process is None:
+            await proc.wait()
+            return
+        process.killed_for = "start failed"
+        await self._reap(process)
 
     def _spawn(self, process: _Process, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -291,7 +319,7 @@ class SandboxedPlugin:
                 elif kind == "error":
                     call.future.set_exception(self._error(message))
         except ProtocolError as exc:
-            self._kill(process, f"protocol error: {exc}")
+            self._kill(process, f"protocol error: {exc}", crash=True)
 
     def _error(self, message: Mapping[str, Any]) -> PluginError:
         text = str(message.get("message") or "")
@@ -352,7 +380,11 @@ class SandboxedPlugin:
         await asyncio.sleep(0)  # let _serve deliver results that arrived before the end
         if self._process is process:
             self._process = None
-        why = process.killed_for or f"worker exited ({_exit(code)}): {self._tail(process)}"
+        why = (
+            process.killed_for
+            or process.fault
+            or f"worker exited ({_exit(code)}): {self._tail(process)}"
+        )
         self._fail_calls(process, why)
         with contextlib.suppress(Exception):
             process.writer.close()
@@ -370,9 +402,14 @@ class SandboxedPlugin:
             self.quarantined = f"worker crashed {count} times in {window:g} s; last: {why}"
             log.error("plugin quarantined", extra={"plugin": self.name, "reason": why})
 
-    def _kill(self, process: _Process, why: str) -> None:
-        """SIGKILL the worker's whole process group (the sandbox dies with its launcher)."""
-        if process.killed_for is None:
+    def _kill(self, process: _Process, why: str, *, crash: bool = False) -> None:
+        """SIGKILL the worker's process group and the sandbox's pid 1 (so all inside it).
+
+        ``crash``: the worker misbehaved (counts towards quarantine); else the host chose to.
+        """
+        if crash:
+            process.fault = process.fault or why
+        elif process.killed_for is None:
             process.killed_for = why
         if self._process is process:
             self._process = None
@@ -391,7 +428,9 @@ class SandboxedPlugin:
     async def _reap(self, process: _Process) -> None:
         await process.proc.wait()
         self._fail_calls(process, process.killed_for or "worker ended")
-        tasks = list(process.tasks)
+        tasks = [task for task in process.tasks if task is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)  # output still in the pipes gets logged
         for task in tasks:
             if task is not asyncio.current_task():
                 task.cancel()
