@@ -142,6 +142,15 @@ async def forge(customer):
     os.write(json.loads(sys.argv[-1])["fd"], b"\\xff\\xff\\xff\\xff not a frame")
 
 @registry.hook("customer_created")
+async def slow_put(customer, db):
+    import asyncio
+    try:
+        await asyncio.sleep(30)
+        await db.put("late", 1)
+    finally:
+        logging.getLogger("hostile").warning("slow_put ended")
+
+@registry.hook("customer_created")
 def logs(customer):
     logging.getLogger("hostile").warning("customer %s looks odd", customer.name)
 
@@ -431,6 +440,21 @@ async def test_key_value_requests_run_in_the_store_of_each_call(sandbox: Factory
     assert second.data == {"count": 1}
     assert second.ops == [("get", "count"), ("put", "count"), ("put", "scratch"),
                           ("delete", "scratch"), ("get", "count")]  # fmt: skip
+
+
+async def test_a_cancelled_call_cancels_the_hook_in_the_worker(
+    sandbox: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugin = await started(sandbox())
+    with caplog.at_level("INFO", logger="isp.plugins.sandbox"):
+        call = asyncio.create_task(plugin.call("handlers.slow_put", {}, timeout=60))
+        await asyncio.sleep(0.3)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await eventually(lambda: any("slow_put ended" in r.getMessage() for r in caplog.records))
+    assert plugin.store.data == {}  # type: ignore[attr-defined]
+    assert await plugin.call("handlers.noop", {}, timeout=5) is None
 
 
 async def test_stop_leaves_no_process(sandbox: Factory) -> None:

@@ -179,6 +179,10 @@ class SandboxedPlugin:
         try:
             write_message(process.writer, message)
             await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.CancelledError:
+            if self._process is process:  # the caller gave up: the worker cancels the hook
+                write_message(process.writer, {"type": "cancel", "id": call_id})
+            raise
         except TimeoutError:
             why = f"{hook} ran past its {timeout:g} s timeout; its worker was killed"
             self._kill(process, why)

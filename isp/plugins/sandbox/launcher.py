@@ -114,7 +114,13 @@ class BubblewrapLauncher:
 
     def environment(self) -> dict[str, str]:
         """The worker's whole environment: nothing of the service's (no key, no DB URL)."""
-        return {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+        return {
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/tmp",
+            "LANG": "C.UTF-8",
+            "TMPDIR": "/tmp",
+            "MALLOC_ARENA_MAX": "2",  # per-thread arenas would eat the address-space limit
+        }
 
 
 def _runtime_dirs() -> list[Path]:

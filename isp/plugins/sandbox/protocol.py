@@ -3,8 +3,8 @@
 The frames travel over a socket pair of their own, never over the worker's stdout, so
 whatever a plugin prints cannot corrupt them. Message types:
 
-host -> worker: ``call`` {id, hook, subject, named}; ``kv_reply`` {id, value} or
-{id, error}.
+host -> worker: ``call`` {id, hook, subject, named}; ``cancel`` {id} (the caller gave
+up: an ``async def`` hook is cancelled); ``kv_reply`` {id, value} or {id, error}.
 worker -> host: ``ready`` {hooks}; ``result`` {id, value}; ``error`` {id, kind, status,
 message} (kind ``plugin``: a ``PluginError``; ``crash``: any other exception);
 ``kv`` {id, call, op, key, value} (get / put / delete in the plugin's own store, run by

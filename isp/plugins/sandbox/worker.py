@@ -93,7 +93,7 @@ class Worker:
         self.hooks = hooks
         self._kv_ids = 0
         self._kv: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
 
     async def kv(self, call: int, op: str, key: str, value: Any = None) -> Any:
         if not isinstance(key, str) or not key:
@@ -115,9 +115,14 @@ class Worker:
             future.set_result(message.get("value"))
 
     def start_call(self, message: dict[str, Any]) -> None:
-        task = asyncio.create_task(self.call(message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        call_id = int(message["id"])
+        self._tasks[call_id] = asyncio.create_task(self.call(message))
+        self._tasks[call_id].add_done_callback(lambda _: self._tasks.pop(call_id, None))
+
+    def cancel(self, message: dict[str, Any]) -> None:
+        task = self._tasks.get(int(message["id"]))
+        if task is not None:
+            task.cancel()
 
     async def call(self, message: dict[str, Any]) -> None:
         from isp.errors import PluginError
@@ -217,6 +222,8 @@ async def serve(config: Mapping[str, Any]) -> int:
             worker.start_call(message)
         elif message["type"] == "kv_reply":
             worker.kv_reply(message)
+        elif message["type"] == "cancel":
+            worker.cancel(message)
         await writer.drain()
     return 0
 
