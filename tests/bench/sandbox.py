@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import isp
 from isp.plugins.discovery import describe
 from isp.plugins.loader import detach, load
 from isp.plugins.sandbox import SandboxedPlugin, WorkerSpec
@@ -115,6 +116,8 @@ async def main(calls: int, starts: int) -> None:
     print(f"  overhead: p50 {overhead:.3f} ms per call (target <= 0.5 ms)")
     print(f"cold start: median {statistics.median(cold) * 1e3:.0f} ms, min "
           f"{min(cold) * 1e3:.0f} ms of {len(cold)} starts (target <= 300 ms)")  # fmt: skip
+    compiled = any((Path(isp.__file__).parent / "plugins" / "__pycache__").glob("*.pyc"))
+    print(f"isp bytecode: {'present' if compiled else 'absent: the worker compiles isp on start'}")
     print(f"worker RSS: {worker_kb / 1024:.1f} MB python worker, {total_kb / 1024:.1f} MB "
           "with the bwrap processes (target <= 40 MB)")  # fmt: skip
 

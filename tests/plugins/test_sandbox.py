@@ -312,6 +312,14 @@ async def test_allocating_4_gib_fails_with_memory_error(sandbox: Factory) -> Non
     assert await plugin.call("handlers.noop", {}, timeout=5) is None
 
 
+async def test_cpu_limit_ends_a_worker_that_spins_past_it(sandbox: Factory) -> None:
+    plugin = await started(sandbox(limits=Limits(cpu_seconds=1)))
+    with pytest.raises(WorkerCrashed, match="SIGXCPU|SIGKILL") as raised:
+        await plugin.call("handlers.spin", {}, timeout=30)
+    assert raised.value.status_code == 502
+    assert await plugin.call("handlers.noop", {}, timeout=5) is None
+
+
 @pytest.mark.parametrize("hook", ["handlers.spin", "handlers.spin_async", "handlers.sleep"])
 async def test_hook_past_its_timeout_is_killed_and_the_worker_restarts(
     sandbox: Factory, hook: str
