@@ -333,6 +333,7 @@ async def test_hook_past_its_timeout_is_killed_and_the_worker_restarts(
     assert time.monotonic() - started_at < 2.5
     assert raised.value.status_code == 504
     assert await eventually(lambda: not alive(old), within=3)
+    assert await eventually(lambda: plugin.pid not in (None, old), within=10)  # restarted
     assert await plugin.call("handlers.noop", {}, timeout=5) is None
     assert plugin.pid not in (None, old)
     assert plugin.quarantined is None  # a timeout is not a crash

@@ -123,6 +123,7 @@ class SandboxedPlugin:
         self._crashes: deque[float] = deque()
         self._ids = itertools.count(1)
         self._process: _Process | None = None
+        self._live: set[_Process] = set()  # every worker not yet reaped, the current included
         self._starting: asyncio.Task[_Process] | None = None
         self._stopped = True
 
@@ -206,13 +207,12 @@ class SandboxedPlugin:
                 await self._starting
             self._starting = None
         process = self._process
-        if process is None:
-            return
-        if grace > 0 and process.calls:
+        if grace > 0 and process is not None and process.calls:
             pending = [c.future for c in process.calls.values()]
             await asyncio.wait(pending, timeout=grace)
-        self._kill(process, "the plugin's worker was stopped")
-        await self._reap(process)
+        for live in list(self._live):  # the current worker and any killed one not yet reaped
+            self._kill(live, "the plugin's worker was stopped")
+            await self._reap(live)
 
     # -- worker lifecycle ------------------------------------------------------------
 
@@ -223,13 +223,21 @@ class SandboxedPlugin:
             return self._process
         if self._stopped:
             raise PluginError("the plugin's sandbox is stopped", status=503, plugin=self.name)
+        return await asyncio.shield(self._restart())
+
+    def _restart(self) -> asyncio.Task[_Process]:
+        """The start under way, or a new one after the backoff the recent crashes call for."""
         if self._starting is None:
             self._starting = asyncio.create_task(self._launch(self._delay()))
-        try:
-            return await asyncio.shield(self._starting)
-        finally:
-            if self._starting is not None and self._starting.done():
-                self._starting = None
+            self._starting.add_done_callback(self._started)
+        return self._starting
+
+    def _started(self, task: asyncio.Task[_Process]) -> None:
+        if self._starting is task:
+            self._starting = None
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("sandbox worker did not start",
+                        extra={"plugin": self.name, "reason": str(error)})  # fmt: skip
 
     def _delay(self) -> float:
         recent = len(self._crashes)
@@ -259,6 +267,7 @@ class SandboxedPlugin:
         try:
             reader, writer = await asyncio.open_unix_connection(sock=host_sock)
             process = _Process(proc, reader, writer, budget=self.output_limit)
+            self._live.add(process)
             for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
                 assert stream is not None
                 self._spawn(process, self._drain(process, stream, name))
@@ -392,9 +401,12 @@ class SandboxedPlugin:
         self._fail_calls(process, why)
         with contextlib.suppress(Exception):
             process.writer.close()
+        self._live.discard(process)
         if process.killed_for is None and not self._stopped:
             log.warning("sandbox worker crashed", extra={"plugin": self.name, "reason": why})
             self._crash(why)
+        if not self._stopped and self.quarantined is None:
+            self._restart()  # eagerly, so the next call does not wait for a cold start
 
     def _crash(self, why: str) -> None:
         now = time.monotonic()
@@ -436,9 +448,9 @@ class SandboxedPlugin:
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)  # output still in the pipes gets logged
         for task in tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._live.discard(process)
         with contextlib.suppress(Exception):
             process.writer.close()
 
