@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import isp
 from isp.config import Settings
 from isp.errors import HookCrashed, HookTimeout, PluginError
 from isp.plugins.sandbox import (
@@ -252,12 +253,14 @@ async def test_secret_key_database_and_environment_are_out_of_reach(
     monkeypatch.setenv("ISP_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("ISP_DATABASE_URL", "postgres://isp:pw@127.0.0.1/isp")
     plugin = await started(sandbox())
+    source_tree = Path(isp.__file__).parents[1]
     paths = [str(data_dir / "secret.key"), str(data_dir / "isp.sqlite3"),
-             str(folder / "manifest.json")]  # fmt: skip
+             str(folder / "manifest.json"), str(source_tree / "pyproject.toml")]  # fmt: skip
     found = await plugin.call("handlers.read", {"paths": paths}, timeout=5)
     assert found[paths[0]] == "FileNotFoundError"
     assert found[paths[1]] == "FileNotFoundError"
     assert found[paths[2]] != "FileNotFoundError"  # its own folder is readable
+    assert found[paths[3]] == "FileNotFoundError"  # of the source tree, only `isp` is bound
     seen = await plugin.call("handlers.whoami", {}, timeout=5)
     assert not [key for key in seen["env"] if key.startswith("ISP_")]
     assert TEST_SECRET_KEY not in str(seen["env"])
