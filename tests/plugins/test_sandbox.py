@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import isp
-from isp.config import Settings
-from isp.errors import HookCrashed, HookTimeout, PluginError
+from isp.config import Settings, load_settings
+from isp.errors import ConfigError, HookCrashed, HookTimeout, PluginError
 from isp.plugins.sandbox import (
     BubblewrapLauncher,
     Limits,
@@ -493,6 +493,31 @@ def test_missing_bubblewrap_is_a_typed_error(
         BubblewrapLauncher()
     with pytest.raises(SandboxUnavailable, match="bubblewrap is not installed"):
         BubblewrapLauncher(bwrap=str(tmp_path / "bwrap"))
+
+
+def test_command_confines_by_default_and_shares_the_network_only_when_granted(
+    folder: Path,
+) -> None:
+    launcher = BubblewrapLauncher()
+    confined = launcher.command(WorkerSpec("hostile", folder), 7)
+    granted = launcher.command(WorkerSpec("hostile", folder, network=True), 7)
+    for command in (confined, granted):
+        assert {"--die-with-parent", "--new-session", "--clearenv", "--unshare-pid"} <= set(command)
+        assert ["--ro-bind", str(folder), str(folder)] == command[
+            command.index(str(folder)) - 1 : command.index(str(folder)) + 2
+        ]
+    assert "--unshare-net" in confined
+    assert "--unshare-net" not in granted
+    assert not [key for key in launcher.environment() if key.startswith("ISP_")]
+
+
+def test_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISP_SANDBOX_MEMORY_MB", "512")
+    monkeypatch.setenv("ISP_SANDBOX_PROCESSES", "4")
+    with pytest.raises(ConfigError, match="ISP_SANDBOX_PROCESSES"):
+        load_settings()
+    monkeypatch.setenv("ISP_SANDBOX_PROCESSES", "64")
+    assert Limits.from_settings(load_settings()) == Limits(memory_mb=512, processes=64)
 
 
 def test_limits_come_from_settings() -> None:
