@@ -165,6 +165,7 @@ async def counter(customer, db):
 """
 
 Factory = Callable[..., SandboxedPlugin]
+NAME = f"hostile{os.getpid()}"  # its own user id: runs side by side do not see each other
 
 
 @pytest.fixture
@@ -179,8 +180,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def folder(data_dir: Path) -> Path:
-    files = plugin_files("hostile", handlers=HOSTILE, hooks=["customer_created"])
-    return write_plugin(data_dir / "plugins", "hostile", files)
+    files = plugin_files(NAME, handlers=HOSTILE, hooks=["customer_created"])
+    return write_plugin(data_dir / "plugins", NAME, files)
 
 
 @pytest.fixture
@@ -189,7 +190,7 @@ async def sandbox(folder: Path) -> AsyncIterator[Factory]:
     made: list[SandboxedPlugin] = []
 
     def build(*, limits: Limits | None = None, network: bool = False, **kw: Any) -> SandboxedPlugin:
-        spec = WorkerSpec("hostile", folder, limits=limits or Limits(), network=network)
+        spec = WorkerSpec(NAME, folder, limits=limits or Limits(), network=network)
         made.append(SandboxedPlugin(spec, **kw))
         return made[-1]
 
@@ -244,7 +245,7 @@ async def test_plugin_error_keeps_its_status_and_message(sandbox: Factory) -> No
     assert type(raised.value) is PluginError
     assert raised.value.status_code == 409
     assert raised.value.detail == "no free port on the access router"
-    assert raised.value.plugin == "hostile"
+    assert raised.value.plugin == NAME
 
 
 async def test_secret_key_database_and_environment_are_out_of_reach(
@@ -404,7 +405,7 @@ async def test_plugin_log_records_reach_the_host_log(
         )
     assert record.levelname == "WARNING"
     assert record.getMessage() == "plugin log hostile: customer Ann looks odd"
-    assert record.__dict__["plugin"] == "hostile"
+    assert record.__dict__["plugin"] == NAME
 
 
 async def test_three_crashes_in_60_s_quarantine_until_reset(sandbox: Factory) -> None:
@@ -499,8 +500,8 @@ def test_command_confines_by_default_and_shares_the_network_only_when_granted(
     folder: Path,
 ) -> None:
     launcher = BubblewrapLauncher()
-    confined = launcher.command(WorkerSpec("hostile", folder), 7)
-    granted = launcher.command(WorkerSpec("hostile", folder, network=True), 7)
+    confined = launcher.command(WorkerSpec(NAME, folder), 7)
+    granted = launcher.command(WorkerSpec(NAME, folder, network=True), 7)
     for command in (confined, granted):
         assert {"--die-with-parent", "--new-session", "--clearenv", "--unshare-pid"} <= set(command)
         assert ["--ro-bind", str(folder), str(folder)] == command[
