@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from isp.plugins.sandbox.errors import PluginQuarantined, SandboxUnavailable, WorkerCrashed
 from isp.plugins.sandbox.host import KeyValueStore, MemoryStore, SandboxedPlugin, SandboxHook
-from isp.plugins.sandbox.launcher import BubblewrapLauncher, Limits, WorkerSpec
+from isp.plugins.sandbox.launcher import BubblewrapLauncher, Launcher, Limits, WorkerSpec
 
 __all__ = [
     "BubblewrapLauncher",
     "KeyValueStore",
+    "Launcher",
     "Limits",
     "MemoryStore",
     "PluginQuarantined",

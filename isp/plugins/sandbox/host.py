@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from isp.errors import HookCrashed, HookTimeout, PluginError
 from isp.plugins.sandbox.errors import PluginQuarantined, WorkerCrashed
-from isp.plugins.sandbox.launcher import BubblewrapLauncher, WorkerSpec
+from isp.plugins.sandbox.launcher import BubblewrapLauncher, Launcher, WorkerSpec
 from isp.plugins.sandbox.protocol import ProtocolError, read_message, write_message
 
 log = logging.getLogger("isp.plugins.sandbox")
@@ -99,7 +99,7 @@ class SandboxedPlugin:
         self,
         spec: WorkerSpec,
         *,
-        launcher: BubblewrapLauncher | None = None,
+        launcher: Launcher | None = None,
         store: KeyValueStore | None = None,
         crash_limit: int = 3,
         crash_window: float = 60.0,
@@ -109,7 +109,7 @@ class SandboxedPlugin:
     ) -> None:
         self.spec = spec
         self.name = spec.name
-        self.launcher = launcher or BubblewrapLauncher()
+        self.launcher: Launcher = launcher or BubblewrapLauncher()
         self.store = store or MemoryStore()
         self.crash_limit = crash_limit
         self.crash_window = crash_window

@@ -14,7 +14,7 @@ import sys
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import isp
 from isp.plugins.sandbox.errors import SandboxUnavailable
@@ -63,6 +63,18 @@ class WorkerSpec:
         return UID_BASE + zlib.crc32(self.name.encode()) % UID_SPAN
 
 
+class Launcher(Protocol):
+    """What the host needs of a launcher: the argv of one worker and the environment
+    the launcher itself runs with (the worker's is set inside the argv)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def command(self, spec: WorkerSpec, fd: int) -> list[str]: ...
+
+    def environment(self) -> dict[str, str]: ...
+
+
 class BubblewrapLauncher:
     """Builds ``bwrap ... python -m isp.plugins.sandbox.worker`` for one plugin.
 
@@ -71,7 +83,7 @@ class BubblewrapLauncher:
     ``/dev``; no network unless granted; none of the service's environment.
     """
 
-    name: Final = "bubblewrap"
+    name = "bubblewrap"
 
     def __init__(self, bwrap: str | None = None) -> None:
         found = bwrap or shutil.which("bwrap")
