@@ -1,7 +1,7 @@
 """How a sandboxed worker process is started: the bubblewrap command line.
 
-One small class on purpose: a launcher answers ``command(spec)`` and
-``environment(spec)``, so a Podman launcher (the production option where its runtime
+One small class on purpose: a launcher (:class:`Launcher`) answers ``command(spec, fd)``
+and ``environment()``, so a Podman launcher (the production option, where its runtime
 may call ``setrlimit``) can be added next to this one without touching the host side.
 """
 
