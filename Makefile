@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 PORT ?= 8000
 STAMP = $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit postgres bench clean
+.PHONY: run test lint typecheck unit postgres sandbox-tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/isp serve --host 127.0.0.1 --port $(PORT)
 
 ## Lint, type-check and run the whole suite on SQLite and PostgreSQL
-test: $(STAMP) postgres lint typecheck unit
+test: $(STAMP) postgres sandbox-tools lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check isp tests plugins
@@ -41,6 +41,16 @@ postgres:
 		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	fi
 
+## bubblewrap, which sandboxed plugins run under, from Debian's packages when missing.
+sandbox-tools:
+	@if command -v bwrap >/dev/null 2>&1; then \
+		echo "bubblewrap: found"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; \
+	else \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; \
+	fi
+
 ## Benchmarks (not part of the test suite)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = "0" ]; then apt-get install -y -qq wrk >/dev/null; \
@@ -48,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/dispatch.py
 	$(BIN)/python tests/bench/http.py --postgres
 	$(BIN)/python tests/bench/lists.py
+	$(BIN)/python tests/bench/sandbox.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

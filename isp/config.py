@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     plugin_reload: bool = True
     hook_timeout: float = Field(default=10.0, gt=0, le=3600)
     plugin_import_timeout: float = Field(default=10.0, gt=0, le=3600)
+    sandbox_memory_mb: int = Field(default=1024, ge=64, le=1024 * 1024)
+    sandbox_cpu_seconds: int = Field(default=600, ge=1, le=7 * 86_400)
+    sandbox_files: int = Field(default=256, ge=16, le=65_536)
+    sandbox_processes: int = Field(default=32, ge=8, le=4096)
     s3_endpoint_url: str | None = None
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
