@@ -47,10 +47,14 @@ class Principal:
 
 
 class TokenCache:
-    """Principals by token hash for at most ``ttl`` seconds (see the module docstring)."""
+    """Principals by token hash for at most ``ttl`` seconds (see the module docstring).
+
+    ``generation`` moves on every ``forget`` and ``clear``: a lookup that read the row
+    before a revocation here and answers after it must not put the old answer back."""
 
     def __init__(self, ttl: float = 1.0) -> None:
         self.ttl = ttl
+        self.generation = 0
         self._entries: dict[str, tuple[float, Principal]] = {}
 
     def get(self, token_hash: str) -> Principal | None:
@@ -62,16 +66,21 @@ class TokenCache:
             return None
         return found[1]
 
-    def put(self, token_hash: str, principal: Principal) -> None:
+    def put(self, token_hash: str, principal: Principal, generation: int) -> None:
+        """Keep ``principal`` unless something was forgotten since ``generation``."""
+        if generation != self.generation:
+            return
         if len(self._entries) >= CACHE_LIMIT:
             self._entries.clear()
         self._entries[token_hash] = (time.monotonic(), principal)
 
     def forget(self, prefixes: set[str]) -> None:
+        self.generation += 1
         for key in [k for k, (_, p) in self._entries.items() if p.token_prefix in prefixes]:
             self._entries.pop(key, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
 
@@ -156,8 +165,9 @@ async def authenticate(token: str, *, fresh: bool = False) -> Principal:
     key = hash_token(token)
     principal = None if fresh else token_cache.get(key)
     if principal is None:
+        generation = token_cache.generation
         principal = await _lookup(key)
-        token_cache.put(key, principal)
+        token_cache.put(key, principal, generation)
     if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
         raise Unauthorized(f"token {principal.token_prefix} expired at {principal.expires_at}")
     return principal

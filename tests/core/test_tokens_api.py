@@ -113,3 +113,18 @@ async def test_users_list(client: Client, tokens: Tokens) -> None:
         ("rita", ["operator"]),
     ]
     assert (await client.get("/users", headers=auth(tokens.operator))).status_code == 403
+
+
+def test_a_lookup_that_began_before_a_revocation_is_not_cached() -> None:
+    """On the revoking instance, a lookup that read the row before the revocation and
+    answers after it would otherwise put the revoked token back for the cache interval."""
+    from isp.auth.tokens import Principal, TokenCache
+
+    cache = TokenCache(ttl=60)
+    principal = Principal(1, "olga", "abcd1234", frozenset({"read"}), frozenset())
+    began = cache.generation
+    cache.forget({"abcd1234"})  # the revocation, while the lookup is in flight
+    cache.put("hash", principal, began)
+    assert cache.get("hash") is None
+    cache.put("hash", principal, cache.generation)
+    assert cache.get("hash") == principal
