@@ -1,0 +1,178 @@
+"""Bounded, strictly typed input: what a client sends too much of, or of the wrong type."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from isp.core.models import Device
+from isp.errors import MAX_LISTED
+from tests.conftest import Tokens, auth
+from tests.core.test_api import create_records
+
+
+def _refs(ids: dict[str, Any]) -> dict[str, Any]:
+    return {key: ids[key] for key in ("customer_id", "plan_id", "device_id")}
+
+
+async def _problem(response: Any, status: int) -> dict[str, Any]:
+    body = await response.get_data(as_text=True)
+    assert response.status_code == status, body
+    assert response.mimetype == "application/problem+json"
+    problem: dict[str, Any] = json.loads(body)
+    return problem
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("download_mbps", True),
+        ("download_mbps", "5"),
+        ("download_mbps", 2.0),
+        ("upload_mbps", False),
+    ],
+)
+async def test_plan_rates_are_integers_not_booleans_strings_or_floats(
+    client: Client, tokens: Tokens, field: str, value: Any
+) -> None:
+    body = {"name": "home-50", "download_mbps": 50, "upload_mbps": 10, field: value}
+    problem = await _problem(
+        await client.post("/plans", json=body, headers=auth(tokens.operator)), 422
+    )
+    assert problem["errors"][0]["loc"] == ["body", field]
+    listed = await client.get("/plans", headers=auth(tokens.operator))
+    assert (await listed.get_json())["plans"] == []
+
+
+@pytest.mark.parametrize("value", [True, "1", 1.0])
+async def test_ids_and_ports_are_strict_integers(
+    client: Client, tokens: Tokens, value: Any
+) -> None:
+    ids = await create_records(client, tokens.operator)
+    service = {**_refs(ids), "customer_id": value, "username": "u1", "password": "pw-12345"}
+    problem = await _problem(
+        await client.post("/services", json=service, headers=auth(tokens.operator)), 422
+    )
+    assert problem["errors"][0]["loc"] == ["body", "customer_id"]
+    device = {"name": "edge-9", "vendor": "mikrotik", "host": "192.0.2.9", "port": value,
+              "username": "admin", "password": "secret-1"}  # fmt: skip
+    problem = await _problem(
+        await client.post("/devices", json=device, headers=auth(tokens.operator)), 422
+    )
+    assert problem["errors"][0]["loc"] == ["body", "port"]
+    run = await client.post(
+        "/backups/run", json={"device_ids": [value]}, headers=auth(tokens.operator)
+    )
+    assert (await _problem(run, 422))["errors"][0]["loc"] == ["body", "device_ids", 0]
+
+
+async def test_a_service_password_with_a_nul_is_refused_on_create_and_patch(
+    client: Client, tokens: Tokens
+) -> None:
+    ids = await create_records(client, tokens.operator)
+    body = {**_refs(ids), "username": "u1", "password": "pw\x00-12345"}
+    problem = await _problem(
+        await client.post("/services", json=body, headers=auth(tokens.operator)), 422
+    )
+    assert problem["errors"][0]["loc"] == ["body", "password"]
+    patched = await client.patch(
+        f"/services/{ids['service_id']}", json={"password": "x\x00y"}, headers=auth(tokens.operator)
+    )
+    assert (await _problem(patched, 422))["errors"][0]["loc"] == ["body", "password"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [("::1", "::1"), ("2001:db8::1", "2001:db8::1"), ("[2001:DB8:0::7]", "2001:db8::7"),
+     ("router-1.example.net", "router-1.example.net"), ("192.0.2.7", "192.0.2.7")],
+)  # fmt: skip
+async def test_device_hosts_may_be_ipv6_addresses(
+    client: Client, tokens: Tokens, sent: str, stored: str
+) -> None:
+    body = {"name": "edge", "vendor": "mikrotik", "host": sent, "username": "admin",
+            "password": "secret-1"}  # fmt: skip
+    created = await client.post("/devices", json=body, headers=auth(tokens.operator))
+    assert created.status_code == 201, await created.get_data(as_text=True)
+    assert (await created.get_json())["host"] == stored
+    device_id = (await created.get_json())["id"]
+    patched = await client.patch(
+        f"/devices/{device_id}", json={"host": "2001:db8::2"}, headers=auth(tokens.operator)
+    )
+    assert (await patched.get_json())["host"] == "2001:db8::2"
+
+
+@pytest.mark.parametrize("host", ["2001:db8:::1", "::g", "-router", "a..b", "[::1"])
+async def test_malformed_hosts_are_refused(client: Client, tokens: Tokens, host: str) -> None:
+    body = {"name": "edge", "vendor": "mikrotik", "host": host, "username": "admin",
+            "password": "secret-1"}  # fmt: skip
+    problem = await _problem(
+        await client.post("/devices", json=body, headers=auth(tokens.operator)), 422
+    )
+    assert problem["errors"][0]["loc"] == ["body", "host"]
+
+
+async def test_unknown_device_ids_list_the_first_twenty_and_a_count(
+    client: Client, tokens: Tokens
+) -> None:
+    ids = await create_records(client, tokens.operator)
+    unknown = list(range(1_000_000, 1_009_999))  # with the known one: the most a body lists
+    run = await client.post(
+        "/backups/run",
+        json={"device_ids": [ids["device_id"], *unknown]},
+        headers=auth(tokens.operator),
+    )
+    problem = await _problem(run, 422)
+    assert len(problem["errors"]) == MAX_LISTED
+    assert problem["error_count"] == len(unknown)
+    assert problem["errors"][0] == {
+        "loc": ["body", "device_ids", 1],
+        "msg": f"no device with id {unknown[0]}",
+    }
+    assert len(problem["detail"]) < 400
+    assert len(await run.get_data()) < 10_000
+
+
+async def test_more_than_ten_thousand_device_ids_are_refused_small(
+    client: Client, tokens: Tokens
+) -> None:
+    run = await client.post(
+        "/backups/run",
+        json={"device_ids": list(range(1, 100_001))},
+        headers=auth(tokens.operator),
+    )
+    problem = await _problem(run, 422)
+    assert problem["errors"][0]["loc"] == ["body", "device_ids"]
+    assert "10000" in problem["errors"][0]["msg"]
+    assert len(await run.get_data()) < 10_000
+
+
+async def test_ten_thousand_known_device_ids_start_one_job(client: Client, tokens: Tokens) -> None:
+    await Device.bulk_create(
+        [
+            Device(
+                name=f"d{i}", vendor="mikrotik", host="192.0.2.1", username="u", password_enc="x"
+            )  # fmt: skip
+            for i in range(10_000)
+        ]
+    )
+    known = list(await Device.all().values_list("id", flat=True))
+    run = await client.post(
+        "/backups/run", json={"device_ids": known}, headers=auth(tokens.operator)
+    )
+    assert run.status_code == 202, await run.get_data(as_text=True)
+
+
+async def test_json_bodies_over_the_limit_are_413(client: Client, tokens: Tokens) -> None:
+    padding = "x" * (1024 * 1024)
+    response = await client.post(
+        "/customers", json={"name": "Ada", "address": padding}, headers=auth(tokens.operator)
+    )
+    problem = await _problem(response, 413)
+    assert "ISP_MAX_BODY" in problem["detail"]
+    settings = await client.put(
+        "/plugins/nothing/settings", json={"a": padding}, headers=auth(tokens.admin)
+    )
+    assert settings.status_code in (404, 413)  # 404 first: no such plugin
