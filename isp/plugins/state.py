@@ -24,10 +24,11 @@ class PluginState:
     loaded_at: datetime | None = None
     error: str | None = None
     reload_error: str | None = None
+    quarantined: str | None = None
 
     @property
     def status(self) -> str:
-        if self.loaded is None:
+        if self.loaded is None or (self.quarantined and self.enabled):
             return "error"
         return "active" if self.enabled else "disabled"
 
@@ -40,11 +41,12 @@ class PluginState:
             "hooks": list(manifest.hook_names) if manifest else [],
             "enabled": self.enabled,
             "status": self.status,
-            "error": self.error if self.loaded is None else None,
+            "error": self.error if self.loaded is None else self.quarantined,
             "sha256": self.sha256,
             "source": self.origin,
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "reload_error": self.reload_error,
+            "quarantined": self.quarantined,
             "requires": dict(self.requires),
         }
 
