@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import inspect
 import logging
 from datetime import UTC, datetime
@@ -282,7 +283,11 @@ class PluginRuntime:
         state = self._states.get(name)
         if state is not None:
             state.quarantined = reason
-        task = asyncio.get_running_loop().create_task(self._record_quarantine(name, reason))
+        # A fresh context: the caller's is the workflow's, whose transaction (about to be
+        # rolled back) Tortoise would otherwise use for this write.
+        task = asyncio.get_running_loop().create_task(
+            self._record_quarantine(name, reason), context=contextvars.Context()
+        )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
