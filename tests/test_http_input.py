@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from quart.typing import TestClientProtocol as Client
 
@@ -12,6 +16,7 @@ from isp.core.models import Device
 from isp.errors import MAX_LISTED
 from tests.conftest import Tokens, auth
 from tests.core.test_api import create_records
+from tests.plugins.builders import Server, admin_token, server_env
 
 
 def _refs(ids: dict[str, Any]) -> dict[str, Any]:
@@ -176,3 +181,83 @@ async def test_json_bodies_over_the_limit_are_413(client: Client, tokens: Tokens
         "/plugins/nothing/settings", json={"a": padding}, headers=auth(tokens.admin)
     )
     assert settings.status_code in (404, 413)  # 404 first: no such plugin
+
+
+def _rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid`` (its VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+async def _post_big(port: int, token: str, body: bytes, *, chunked: bool) -> tuple[int, int]:
+    """POST ``body`` to ``/backups/run`` 64 KiB at a time, over a raw connection, until the
+    server answers: (status, bytes of the body sent by then)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    writer.write(
+        f"POST /backups/run HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n".encode()
+    )
+    answer = asyncio.ensure_future(reader.readline())
+    sent = 0
+    try:
+        for start in range(0, len(body), 64 * 1024):
+            piece = body[start : start + 64 * 1024]
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            drained = asyncio.ensure_future(writer.drain())
+            await asyncio.wait({answer, drained}, return_when=asyncio.FIRST_COMPLETED)
+            if answer.done():
+                if drained.done():
+                    drained.exception()  # a broken pipe once the server stopped reading: fine
+                else:
+                    drained.cancel()
+                break
+            try:
+                drained.result()
+            except ConnectionError:
+                break
+            sent += len(piece)
+        else:
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+        status_line = await asyncio.wait_for(answer, 30)
+    finally:
+        writer.transport.abort()
+    return int(status_line.split()[1]), sent
+
+
+async def test_huge_bodies_are_refused_early_and_cost_the_server_no_memory(
+    tmp_path: Path,
+) -> None:
+    env = server_env(tmp_path)
+    token = await admin_token(env)
+    server = Server(env)
+    await server.start()
+    try:
+        await server.ready(60)
+        assert server.process is not None
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+            url = f"{server.url}/backups/run"
+            for _ in range(3):  # warm: the routes, the token cache, the allocator
+                assert (await client.post(url, json={"device_ids": [1]})).status_code == 422
+            before = _rss_mb(server.process.pid)
+            sixteen = b'{"device_ids": [' + b"1, " * (16 * 1024 * 1024 // 3) + b"1]}"
+            answers = await asyncio.gather(
+                *(_post_big(server.port, token, sixteen, chunked=False) for _ in range(6)),
+                *(_post_big(server.port, token, sixteen, chunked=True) for _ in range(2)),
+            )
+            after = _rss_mb(server.process.pid)
+            assert [status for status, _ in answers] == [413] * 8
+            assert all(sent < len(sixteen) for _, sent in answers), answers  # answered early
+            assert after - before < 50, (before, after)
+
+            million = json.dumps({"device_ids": list(range(1, 1_000_001))}).encode()
+            assert (await _post_big(server.port, token, million, chunked=True))[0] == 413
+            start = time.perf_counter()
+            assert (await client.get(f"{server.url}/healthz")).status_code == 200
+            assert time.perf_counter() - start < 0.5
+    finally:
+        await server.stop()
