@@ -3,8 +3,8 @@
 quart-schema describes bodies and success responses it validates. This provider adds,
 for every operation, the problem+json answers it can give (401/403 from the guard, 404
 for path ids, 400/413/415/422 for bodies, 422 for query strings, 503 where plugin hooks
-run, plus what :func:`document` declares), a success response where the route validates none, and the
-id bounds of path parameters. :func:`document` carries what a route knows about itself
+run, plus what :func:`document` declares), a success response where the route validates
+none, and the id bounds of path parameters. :func:`document` carries what a route knows about itself
 (query parameters, multipart bodies, extra statuses) to the document.
 """
 
