@@ -12,8 +12,8 @@ Semantics (DESIGN.md, "Dispatch semantics"), with TaskGroup's cancellation rules
   (``ISP_HOOK_GRACE``) after its cancellation has swallowed it. Waiting for it would hand
   the event loop's workflow, transaction and connection to the plugin, so it is
   *abandoned* (:mod:`isp.plugins.watchdog`): its task is detached and tracked, the event
-  fails with ``HookAbandoned`` (504), the connection passed as ``db`` is discarded before
-  ``emit`` raises, and ``on_abandon`` quarantines the plugin;
+  fails with ``HookAbandoned`` (504) even for a non-critical hook, the connection passed
+  as ``db`` is discarded before ``emit`` raises, and ``on_abandon`` quarantines the plugin;
 - several failures raise ``WorkflowAborted`` listing each; a non-critical hook's
   failure is only recorded in its ``HookResult``.
 
@@ -235,14 +235,14 @@ class Emission:
         entry = self.hooks[i]
         self.watchdog.detach(self.tasks[i])
         result = abandoned(entry, self.event, self.timeouts[i], self.grace)
+        assert result.error is not None
         try:
-            if result.error is not None and self.on_abandon is not None:
+            if self.on_abandon is not None:
                 self.on_abandon(entry, str(result.error.extra.get("quarantined")))
-            if entry.critical and result.error is not None:
-                self.failures.append(result.error)
-                self._abort()
-            else:
-                self.results[i] = result
+            # fatal even for a non-critical hook: the connection it holds is discarded,
+            # so the workflow's transaction cannot commit
+            self.failures.append(result.error)
+            self._abort()
         finally:
             self._finished()
 

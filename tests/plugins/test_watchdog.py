@@ -97,6 +97,24 @@ async def test_a_quarantined_plugins_critical_hook_fails_fast_until_released(
     assert seen[0] == "started"
 
 
+async def test_an_abandoned_non_critical_hook_still_fails_the_event(
+    plugin_registry: PluginRegistry,
+) -> None:
+    """Its connection is discarded, so the workflow could not commit anyway."""
+    plugin_registry.configure(default_timeout=5, grace=0.1)
+
+    @plugin_registry.hook(EVENT, plugin="texts", critical=False, timeout=0.2)
+    async def text(customer: object, db: object = None) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(5)
+
+    with pytest.raises(HookAbandoned):
+        await plugin_registry.emit(EVENT, "customer", db=None)
+    assert plugin_registry.quarantined("texts") is not None
+
+
 async def test_a_quarantined_non_critical_hook_reports_its_failure(
     plugin_registry: PluginRegistry,
 ) -> None:
