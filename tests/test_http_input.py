@@ -140,6 +140,19 @@ async def test_unknown_device_ids_list_the_first_twenty_and_a_count(
     assert len(await run.get_data()) < 10_000
 
 
+async def test_ten_thousand_wrongly_typed_ids_give_a_small_answer(
+    client: Client, tokens: Tokens
+) -> None:
+    run = await client.post(
+        "/backups/run", json={"device_ids": [True] * 10_000}, headers=auth(tokens.operator)
+    )
+    problem = await _problem(run, 422)
+    assert len(problem["errors"]) == MAX_LISTED
+    assert problem["error_count"] == 10_000
+    assert "and 9980 more" in problem["detail"]
+    assert len(await run.get_data()) < 10_000
+
+
 async def test_more_than_ten_thousand_device_ids_are_refused_small(
     client: Client, tokens: Tokens
 ) -> None:
