@@ -28,7 +28,7 @@ from isp.core.schedules import BackupSchedule
 from isp.core.schedules import bp as schedules_bp
 from isp.crypto import install_box, load_secret_box
 from isp.health import bp as health_bp
-from isp.http_input import IdConverter, ISPRequest, refuse_nul_in_query
+from isp.http_input import IdConverter, refuse_nul_in_query, request_class
 from isp.metrics import EXTENSION_KEY as METRICS_KEY
 from isp.metrics import Metrics, install_http_metrics
 from isp.metrics import bp as metrics_bp
@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> Quart:
     app = Quart("isp")
-    app.request_class = ISPRequest
+    # JSON bodies stop at ISP_MAX_BODY; a plugin zip (plus its multipart framing) may be larger
+    app.request_class = request_class(upload_limit=settings.plugin_max_upload + 1024 * 1024)
     app.url_map.converters["int"] = IdConverter
-    app.config["MAX_CONTENT_LENGTH"] = settings.plugin_max_upload + 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     token_cache.ttl = settings.plugin_sync_interval
     QuartSchema(
         app,

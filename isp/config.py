@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     plugins_dir: Path = Path("./plugins")
     plugin_reload: bool = True
     hook_timeout: float = Field(default=10.0, gt=0, le=3600)
+    hook_grace: float = Field(default=1.0, ge=0, le=60)
+    plugin_threads: int = Field(default=4, ge=1, le=256)
+    max_body: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     plugin_import_timeout: float = Field(default=10.0, gt=0, le=3600)
     sandbox_memory_mb: int = Field(default=1024, ge=64, le=1024 * 1024)
     sandbox_cpu_seconds: int = Field(default=600, ge=1, le=7 * 86_400)

@@ -13,12 +13,16 @@
     │   └── IllegalTransition     409  a service status move the state machine refuses
     ├── PayloadTooLarge           413
     ├── ValidationFailed          422  carries ``errors``: [{"loc": [...], "msg": ...}]
+    │                                  (the first :data:`MAX_LISTED`, and ``error_count``)
     │   └── PluginInvalid         422  a plugin's manifest or code failed validation
     ├── StorageError              503  the object store failed or is unreachable
     ├── DatabaseUnavailable       503
     └── PluginError               422  raised by a plugin hook to abort a workflow
         ├── HookTimeout           504  a hook ran past its timeout
+        │   └── HookAbandoned     504  ... and past the grace: left running, plugin quarantined
         ├── HookCrashed           502  a hook raised something that is not a PluginError
+        ├── PluginQuarantined     503  a quarantined plugin's critical hook (until enabled)
+        ├── PluginBusy            503  every thread of the plugin's executor is taken
         └── WorkflowAborted       *    several hooks failed; carries every failure
 
 Library errors (Tortoise, botocore, asyncssh) are translated into these at exactly one
@@ -27,7 +31,10 @@ boundary each, with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+MAX_LISTED: Final = 20
+"""A problem lists at most this many ``errors``; ``error_count`` says how many there were."""
 
 
 class ISPError(Exception):
@@ -116,11 +123,22 @@ class PayloadTooLarge(ISPError):
 
 
 class ValidationFailed(ISPError):
-    """Bad input; ``errors`` lists each problem with its location."""
+    """Bad input; ``errors`` lists each problem with its location.
+
+    However many problems the input has, the answer stays small: the first
+    :data:`MAX_LISTED` are listed and ``error_count`` counts them all.
+    """
 
     status = 422
     title = "Unprocessable Content"
     type_slug = "validation"
+
+    def __init__(self, detail: str = "", *, status: int | None = None, **extra: Any) -> None:
+        errors = extra.get("errors")
+        if isinstance(errors, list) and len(errors) > MAX_LISTED:
+            extra["errors"] = errors[:MAX_LISTED]
+            extra["error_count"] = len(errors)
+        super().__init__(detail, status=status, **extra)
 
 
 class PluginInvalid(ValidationFailed):
@@ -174,10 +192,35 @@ class HookTimeout(PluginError):
     type_slug = "hook-timeout"
 
 
+class HookAbandoned(HookTimeout):
+    """A hook ignored its cancellation for longer than ``ISP_HOOK_GRACE``: the workflow
+    no longer waits for it, it runs on detached, and its plugin is quarantined."""
+
+    title = "Plugin hook abandoned"
+    type_slug = "hook-abandoned"
+
+
 class HookCrashed(PluginError):
     status = 502
     title = "Plugin hook crashed"
     type_slug = "hook-crashed"
+
+
+class PluginQuarantined(PluginError):
+    """The plugin is quarantined (a hook of it outlived its deadline): its critical hooks
+    fail fast until an admin enables it again."""
+
+    status = 503
+    title = "Plugin quarantined"
+    type_slug = "plugin-quarantined"
+
+
+class PluginBusy(PluginError):
+    """Every thread of the plugin's executor (``ISP_PLUGIN_THREADS``) runs a ``def`` hook."""
+
+    status = 503
+    title = "Plugin busy"
+    type_slug = "plugin-busy"
 
 
 class WorkflowAborted(PluginError):

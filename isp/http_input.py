@@ -8,7 +8,13 @@ Every route that takes JSON reads it through :class:`ISPRequest.get_json` (quart
 - bytes that are not UTF-8 are 400, JSON that does not parse 400 with where it broke,
   JSON nested deeper than :data:`MAX_DEPTH` 400 (before the parser could recurse);
 - a NUL character anywhere in a string or key is 422 naming where (PostgreSQL refuses
-  NUL in text, SQLite would store it silently).
+  NUL in text, SQLite would store it silently);
+- a body over ``ISP_MAX_BODY`` is 413 before it is read whole: Quart's body buffer stops
+  at the limit, whether the client sent a ``Content-Length`` or streamed it chunked.
+  Only the upload route (:data:`UPLOAD_PATHS`) buffers up to ``ISP_PLUGIN_MAX_UPLOAD``.
+
+Numbers in bodies are strict (:data:`Id` and the schemas' other integers): ``true``,
+``"5"`` and ``2.0`` are not integers.
 
 Ids fit the database's integer columns (:data:`MAX_ID`, PostgreSQL's ``integer``): a path
 id beyond it matches no route (404), a body or query id is 422.
@@ -17,19 +23,22 @@ id beyond it matches no route (404), a body or query id is 422.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, ClassVar, Final
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 from quart import Request, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
-from isp.errors import BadRequest, ISPError, ValidationFailed
+from isp.errors import BadRequest, ISPError, PayloadTooLarge, ValidationFailed
 
 MAX_ID: Final = 2**31 - 1
 MAX_DEPTH: Final = 32
 SEND_JSON: Final = "send JSON with Content-Type: application/json"
+UPLOAD_PATHS: Final = frozenset({"/plugins/upload"})
+"""Routes whose body is a plugin zip, buffered up to ``ISP_PLUGIN_MAX_UPLOAD``."""
 
-Id = Annotated[int, Field(gt=0, le=MAX_ID)]
+Id = Annotated[StrictInt, Field(gt=0, le=MAX_ID)]
 """A record id in a body or query string: positive and within the database's integer."""
 
 
@@ -71,13 +80,28 @@ class IdConverter(IntegerConverter):
 
 
 class ISPRequest(Request):
-    """Quart's request with one strict JSON body parser (see the module docstring)."""
+    """Quart's request with one strict JSON body parser (see the module docstring).
+
+    The app's ``MAX_CONTENT_LENGTH`` (``ISP_MAX_BODY``) bounds every body; an app built
+    by :func:`request_class` raises it to ``upload_limit`` for :data:`UPLOAD_PATHS`. The
+    limit is set when the request is built, before any body byte is buffered.
+    """
+
+    upload_limit: ClassVar[int | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.upload_limit is not None and self.path in UPLOAD_PATHS:
+            self.max_content_length = self.upload_limit
+            self.body = self.body_class(self.content_length, self.upload_limit)
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         if cache and self._cached_json[silent] is not Ellipsis:
             return self._cached_json[silent]
         try:
             result = await self._parse_json(force)
+        except PayloadTooLarge:
+            raise  # never silenced: the client must learn the limit, not "not an object"
         except ISPError:
             if not silent:
                 raise
@@ -90,7 +114,10 @@ class ISPRequest(Request):
         if not (force or self.is_json):
             shown = self.mimetype or "none"
             raise UnsupportedMediaType(f"the body's content type is {shown}: {SEND_JSON}")
-        raw = await self.get_data(cache=True, as_text=False)
+        try:
+            raw = await self.get_data(cache=True, as_text=False)
+        except RequestEntityTooLarge:
+            raise too_large(self.max_content_length) from None
         assert isinstance(raw, bytes)
         if not raw.strip():
             raise BadRequest(f"the request body is empty: {SEND_JSON}")
@@ -109,6 +136,18 @@ class ISPRequest(Request):
             raise BadRequest(f"the request body is not valid JSON ({exc}): {SEND_JSON}") from None
         _refuse_nul(data, ["body"])
         return data
+
+
+def request_class(upload_limit: int) -> type[ISPRequest]:
+    """The request class of one app: uploads buffered up to ``upload_limit`` bytes."""
+    return type("ISPRequest", (ISPRequest,), {"upload_limit": upload_limit})
+
+
+def too_large(limit: int | None) -> PayloadTooLarge:
+    """The 413 of a JSON body over ``ISP_MAX_BODY``."""
+    return PayloadTooLarge(
+        f"the request body is larger than {limit} bytes (ISP_MAX_BODY)", limit=limit
+    )
 
 
 def _check_depth(text: str) -> None:

@@ -2,9 +2,9 @@
 
 quart-schema describes bodies and success responses it validates. This provider adds,
 for every operation, the problem+json answers it can give (401/403 from the guard, 404
-for path ids, 400/415/422 for JSON bodies, 422 for query strings, plus what
-:func:`document` declares), a success response where the route validates none, and the
-id bounds of path parameters. :func:`document` carries what a route knows about itself
+for path ids, 400/413/415/422 for bodies, 422 for query strings, 503 where plugin hooks
+run, plus what :func:`document` declares), a success response where the route validates
+none, and the id bounds of path parameters. :func:`document` carries what a route knows about itself
 (query parameters, multipart bodies, extra statuses) to the document.
 """
 
@@ -46,11 +46,12 @@ REASONS: Final = {
     403: "the token lacks the scope or its user the permission",
     404: "no such record",
     409: "refused: the record's state or what depends on it is in the way",
-    413: "the upload is too large",
+    413: "the body is larger than ISP_MAX_BODY (a plugin zip: ISP_PLUGIN_MAX_UPLOAD)",
     415: "the body is not application/json",
     422: "invalid input: `errors` names each field",
     502: "a plugin hook crashed",
-    503: "the database or the object store does not answer",
+    503: "the database or the object store does not answer, or a plugin hook cannot run now "
+    "(its plugin is quarantined or all its threads are busy)",
     504: "a plugin hook timed out",
 }
 JSON_OBJECT: Final = {"application/json": {"schema": {"type": "object"}}}
@@ -165,9 +166,11 @@ def _complete(
     if rule.arguments:
         statuses.add(404)
     if "requestBody" in operation:
-        statuses.add(422)
+        statuses |= {413, 422}
         if extra.get("body") is None:
             statuses |= {400, 415}
+    if 504 in statuses:  # runs plugin hooks: a quarantined or busy plugin answers 503
+        statuses.add(503)
     if any(p.get("in") == "query" for p in parameters):
         statuses.add(422)
     for status in sorted(statuses):

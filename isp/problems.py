@@ -18,7 +18,7 @@ from quart_schema.validation import QuerystringValidationError
 from tortoise.exceptions import ValidationError as FieldValueError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from isp.errors import ISPError, ValidationFailed
+from isp.errors import MAX_LISTED, ISPError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def install_error_handlers(app: Quart) -> None:
         part = "query" if isinstance(exc, QuerystringValidationError) else "body"
         if isinstance(inner, ValidationError):
             errors = validation_errors(inner, part)
-            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
+            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:MAX_LISTED])
+            if len(errors) > MAX_LISTED:
+                where += f" and {len(errors) - MAX_LISTED} more"
             label = "query string" if part == "query" else "request body"
             problem = ValidationFailed(f"invalid {label}: {where}", errors=errors)
         else:

@@ -47,6 +47,7 @@ def plugin_registry() -> Iterator[PluginRegistry]:
     registry = PluginRegistry(adhoc_owner=TEST_OWNER)
     registry.declare_events({*CORE_EVENTS, *SPECS_BY_NAME})
     yield registry
+    registry.close()
     for name in registry.plugins():
         detach(name)  # plugins loaded with load_plugin() leave nothing in sys.modules
 

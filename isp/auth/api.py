@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from quart import Blueprint
 from quart_schema import tag, validate_request, validate_response
 from tortoise.transactions import in_transaction
@@ -34,7 +34,7 @@ PREFIX = re.compile(r"^[0-9a-f]{1,16}$")
 
 class TokenIn(Strict):
     scopes: list[Literal["read", "write", "admin"]] | None = Field(default=None, max_length=3)
-    expires_in_days: Annotated[int, Field(ge=1, le=MAX_EXPIRY_DAYS)] | None = None
+    expires_in_days: Annotated[StrictInt, Field(ge=1, le=MAX_EXPIRY_DAYS)] | None = None
 
 
 class TokenIssued(BaseModel):

@@ -31,10 +31,11 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from isp.batches import batches
 from isp.config import Settings
 from isp.core.backups import BackupBatch, back_up_device
 from isp.core.models import Device, Job, JobDevice, JobStatus
-from isp.errors import ISPError, NotFound, ValidationFailed
+from isp.errors import MAX_LISTED, ISPError, NotFound, ValidationFailed
 from isp.metrics import Metrics
 from isp.queue import TaskQueue
 from isp.storage import ObjectStore
@@ -248,13 +249,20 @@ async def _device_ids(device_ids: list[int] | None) -> list[int]:
     if device_ids is None:
         return list(await Device.all().order_by("id").values_list("id", flat=True))  # type: ignore[arg-type]
     ids = list(dict.fromkeys(device_ids))
-    found: set[int] = set(await Device.filter(id__in=ids).values_list("id", flat=True))  # type: ignore[arg-type]
+    found: set[int] = set()
+    for batch in batches(ids):
+        found.update(await Device.filter(id__in=batch).values_list("id", flat=True))  # type: ignore[arg-type]
     unknown = [i for i in ids if i not in found]
+    position = device_ids.index
     if unknown:
+        shown = ", ".join(str(i) for i in unknown[:MAX_LISTED])
+        more = f" and {len(unknown) - MAX_LISTED} more" if len(unknown) > MAX_LISTED else ""
         raise ValidationFailed(
-            f"unknown device ids: {unknown}",
+            f"{len(unknown)} unknown device ids: {shown}{more}",
             errors=[
-                {"loc": ["body", "device_ids"], "msg": f"no device with id {i}"} for i in unknown
+                {"loc": ["body", "device_ids", position(i)], "msg": f"no device with id {i}"}
+                for i in unknown[:MAX_LISTED]
             ],
+            error_count=len(unknown),
         )
     return ids

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
+from isp.core.hosts import check_host
 from isp.core.models import BackupKind, JobStatus, ServiceStatus, Vendor
 from isp.http_input import Id
 
@@ -21,17 +21,22 @@ PlanName = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,64}$")
 ]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
+MAX_DEVICE_IDS = 10_000
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields refused; numbers are ``StrictInt`` field by field
+    (``true``, ``"5"`` and ``2.0`` are not integers). Not ``strict=True`` on the model:
+    that would also refuse enum values given as the strings JSON carries."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{3,32}$")]
 Address = Annotated[str, StringConstraints(max_length=500)]
-Mbps = Annotated[int, Field(gt=0, le=100_000)]
+Mbps = Annotated[StrictInt, Field(gt=0, le=100_000)]
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
 
 
@@ -103,16 +108,14 @@ class DeviceIn(Strict):
     name: DeviceName
     vendor: Vendor
     host: str = Field(min_length=1, max_length=253)
-    port: int = Field(default=22, ge=1, le=65535)
+    port: Port = 22
     username: Username
     password: Secret
 
     @field_validator("host")
     @classmethod
     def _hostname(cls, value: str) -> str:
-        if not HOSTNAME.match(value):
-            raise ValueError("must be a hostname or an IP address")
-        return value
+        return check_host(value)
 
 
 class DevicePatch(Strict):
@@ -120,7 +123,7 @@ class DevicePatch(Strict):
 
     name: DeviceName | None = None
     host: str | None = Field(default=None, min_length=1, max_length=253)
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: Port | None = None
     username: Username | None = None
     password: Secret | None = None
 
@@ -134,9 +137,7 @@ class DevicePatch(Strict):
     @field_validator("host")
     @classmethod
     def _hostname(cls, value: str) -> str:
-        if not HOSTNAME.match(value):
-            raise ValueError("must be a hostname or an IP address")
-        return value
+        return check_host(value)
 
 
 class DeviceOut(BaseModel):
@@ -207,7 +208,7 @@ class BackupList(BaseModel):
 
 
 class BackupRunIn(Strict):
-    device_ids: list[Id] | None = Field(default=None, max_length=100_000)
+    device_ids: list[Id] | None = Field(default=None, max_length=MAX_DEVICE_IDS)
 
 
 class JobAccepted(BaseModel):

@@ -2,20 +2,27 @@
 
 Semantics (DESIGN.md, "Dispatch semantics"), with TaskGroup's cancellation rules:
 
-- every hook starts at once; sync hooks run in a worker thread;
+- every hook starts at once; sync hooks run in their plugin's own bounded threads
+  (:mod:`isp.plugins.threads`), never in the core's default executor;
 - a hook raising ``PluginError`` (its own status), running past its deadline
   (``HookTimeout``, 504) or raising anything else (``HookCrashed``, 502) fails the event:
   the hooks still running are cancelled *and awaited* before ``emit`` raises, so no
   sibling keeps writing through the workflow's connection after its rollback;
+- the one exception to "awaited": a hook still running ``grace`` seconds
+  (``ISP_HOOK_GRACE``) after its cancellation has swallowed it. Waiting for it would hand
+  the event loop's workflow, transaction and connection to the plugin, so it is
+  *abandoned* (:mod:`isp.plugins.watchdog`): its task is detached and tracked, the event
+  fails with ``HookAbandoned`` (504) even for a non-critical hook, the connection passed
+  as ``db`` is discarded before ``emit`` raises, and ``on_abandon`` quarantines the plugin;
 - several failures raise ``WorkflowAborted`` listing each; a non-critical hook's
   failure is only recorded in its ``HookResult``.
 
-Cost is what the core pays on every workflow, so the hot path is lean: one hook is
-awaited in the caller's task under ``asyncio.timeout`` (no task at all); several hooks
-get one task each but share a single ``loop.call_at`` deadline handle instead of one
-``asyncio.timeout`` per task, and a counter plus one future instead of a TaskGroup.
-Hooks are not stepped outside a task (``coro.send(None)``): their first step would run
-with ``current_task()`` set to the caller, and an ``asyncio.timeout()`` or TaskGroup the
+Cost is what the core pays on every workflow, so the path is lean: one task per hook
+(a hook awaited in the caller's own task could never be abandoned), a single
+``loop.call_at`` deadline handle for all of them instead of one ``asyncio.timeout`` per
+task, and a counter plus one future instead of a TaskGroup. Hooks are not stepped
+outside a task (``coro.send(None)``): their first step would run with
+``current_task()`` set to the caller, and an ``asyncio.timeout()`` or TaskGroup the
 hook opens there would later cancel the caller instead of the hook.
 """
 
@@ -24,53 +31,45 @@ from __future__ import annotations
 import asyncio
 import logging
 from asyncio import CancelledError
+from collections.abc import Callable
 from math import inf
 from time import perf_counter
 from typing import Any, Final
 
 from isp.errors import PluginError
 from isp.plugins.hooks import HookEntry, HookResult
-from isp.plugins.outcomes import aggregate, log_call, settle, succeeded
+from isp.plugins.outcomes import abandoned, aggregate, log_call, settle, succeeded
+from isp.plugins.watchdog import Watchdog, discard_connection
 
 # A deadline handle may run up to the clock resolution early; treat "almost due" as due.
 _TOLERANCE: Final = 1e-3
-_WAITING, _RUNNING, _FINISHED = 0, 1, 2
+_WAITING, _RUNNING, _FINISHED, _ABANDONED = 0, 1, 2, 3
+
+OnAbandon = Callable[[HookEntry, str], None]
+"""Told (plugin's entry, reason) when a hook is abandoned: the registry quarantines."""
 
 
 class EventPlan:
-    """The enabled hooks of one event with their resolved timeouts; immutable once built."""
+    """The hooks of one event with their resolved timeouts; immutable once built.
 
-    __slots__ = ("hooks", "min_timeout", "timeouts")
+    ``hooks`` are those to call; ``held`` those of quarantined plugins, each with the
+    reason, which fail without being called.
+    """
 
-    def __init__(self, hooks: tuple[HookEntry, ...], default_timeout: float) -> None:
+    __slots__ = ("grace", "held", "hooks", "min_timeout", "timeouts")
+
+    def __init__(
+        self,
+        hooks: tuple[HookEntry, ...],
+        default_timeout: float,
+        grace: float = 1.0,
+        held: tuple[tuple[HookEntry, str], ...] = (),
+    ) -> None:
         self.hooks = hooks
+        self.held = held
+        self.grace = grace
         self.timeouts = tuple(h.timeout or default_timeout for h in hooks)
-        self.min_timeout = min(self.timeouts)
-
-
-async def dispatch_one(
-    entry: HookEntry, limit: float, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> HookResult:
-    """The fast path: the only hook runs in the caller's task, so nothing else can leak."""
-    error: BaseException | None = None
-    value: Any = None
-    scope = asyncio.timeout(limit)
-    start = perf_counter()
-    try:
-        async with scope:
-            if entry.is_async:
-                value = await entry.func(*args, **entry.arguments(kwargs))
-            else:
-                value = await asyncio.to_thread(entry.func, *args, **entry.arguments(kwargs))
-    except Exception as exc:  # noqa: BLE001 - every hook failure is classified below
-        error = exc
-    duration = perf_counter() - start
-    if error is None and entry.is_async and not scope.expired():
-        return succeeded(entry, value, duration)
-    result = settle(entry, event, limit, value, error, scope.expired(), duration)
-    if result.error is not None and entry.critical:
-        raise result.error
-    return result
+        self.min_timeout = min(self.timeouts, default=default_timeout)
 
 
 class Emission:
@@ -78,28 +77,44 @@ class Emission:
 
     __slots__ = (
         "aborting",
+        "abandoned",
         "done",
         "event",
         "expired",
         "failures",
         "fatal",
+        "grace",
+        "graces",
         "handle",
         "hooks",
         "loop",
+        "on_abandon",
         "pending",
         "results",
         "start",
         "state",
         "tasks",
         "timeouts",
+        "watchdog",
     )
 
-    def __init__(self, plan: EventPlan, event: str) -> None:
+    def __init__(
+        self,
+        plan: EventPlan,
+        event: str,
+        watchdog: Watchdog | None = None,
+        on_abandon: OnAbandon | None = None,
+    ) -> None:
         count = len(plan.hooks)
         self.loop = asyncio.get_running_loop()
         self.event = event
         self.hooks = plan.hooks
         self.timeouts = plan.timeouts
+        self.grace = plan.grace
+        self.graces: list[asyncio.TimerHandle | None] = [None] * count
+        self.watchdog = watchdog or Watchdog()
+        self.on_abandon = on_abandon
+        self.abandoned = False
         self.results: list[HookResult | None] = [None] * count
         self.failures: list[PluginError] = []
         self.state = [_WAITING] * count
@@ -123,9 +138,11 @@ class Emission:
             # Our caller was cancelled: cancel the hooks, wait for them, then propagate.
             self._abort()
             await self._drain()
+            await self._discard(kwargs)
             raise
         finally:
             self.handle.cancel()
+        await self._discard(kwargs)
         if self.fatal is not None:
             raise self.fatal
         if self.failures:
@@ -147,13 +164,21 @@ class Emission:
                 if entry.is_async:
                     value = await entry.func(*args, **entry.arguments(kwargs))
                 else:
-                    value = await asyncio.to_thread(entry.func, *args, **entry.arguments(kwargs))
+                    threads = entry.threads
+                    assert threads is not None, "the registry gives every published hook threads"
+                    value = await threads.run(entry.hook, entry.func, args, entry.arguments(kwargs))
             except GeneratorExit:
                 raise
             except BaseException as exc:  # noqa: BLE001 - classified below; fatal ones re-raised
                 error = exc
         duration = perf_counter() - start
+        if self.state[i] == _ABANDONED:  # the emit answered long ago; only say it ended
+            log_call(logging.WARNING, entry, "abandoned hook ended", duration)
+            return
         self.state[i] = _FINISHED
+        grace = self.graces[i]
+        if grace is not None:
+            grace.cancel()
         if error is None and entry.is_async and not self.expired[i]:
             self.results[i] = succeeded(entry, value, duration)
             self._finished()
@@ -191,9 +216,40 @@ class Emission:
         if self.aborting:
             return
         self.aborting = True
-        for i, task in enumerate(self.tasks):
+        for i in range(len(self.tasks)):
             if self.state[i] == _RUNNING:
-                task.cancel()
+                self._cancel(i)
+
+    def _cancel(self, i: int) -> None:
+        """Cancel hook ``i``; give it ``grace`` seconds to end before it is abandoned."""
+        self.tasks[i].cancel()
+        if self.graces[i] is None:
+            self.graces[i] = self.loop.call_later(self.grace, self._on_grace, i)
+
+    def _on_grace(self, i: int) -> None:
+        """Hook ``i`` ignored its cancellation: detach it and fail the event without it."""
+        if self.state[i] != _RUNNING:
+            return
+        self.state[i] = _ABANDONED
+        self.abandoned = True
+        entry = self.hooks[i]
+        self.watchdog.detach(self.tasks[i])
+        result = abandoned(entry, self.event, self.timeouts[i], self.grace)
+        assert result.error is not None
+        try:
+            if self.on_abandon is not None:
+                self.on_abandon(entry, str(result.error.extra.get("quarantined")))
+            # fatal even for a non-critical hook: the connection it holds is discarded,
+            # so the workflow's transaction cannot commit
+            self.failures.append(result.error)
+            self._abort()
+        finally:
+            self._finished()
+
+    async def _discard(self, kwargs: dict[str, Any]) -> None:
+        """After an abandonment: the connection the abandoned hook holds is never reused."""
+        if self.abandoned:
+            await discard_connection(kwargs.get("db"))
 
     async def _drain(self) -> None:
         """Wait until every hook finished, even if our caller is cancelled again meanwhile."""
@@ -209,13 +265,13 @@ class Emission:
         now = self.loop.time() + _TOLERANCE
         upcoming = inf
         for i, timeout in enumerate(self.timeouts):
-            if self.state[i] == _FINISHED or self.expired[i]:
+            if self.state[i] >= _FINISHED or self.expired[i]:  # finished or abandoned
                 continue
             deadline = self.start + timeout
             if deadline <= now:
                 self.expired[i] = True
                 if self.state[i] == _RUNNING:
-                    self.tasks[i].cancel()
+                    self._cancel(i)
             elif deadline < upcoming:
                 upcoming = deadline
         if upcoming != inf:

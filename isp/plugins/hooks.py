@@ -19,6 +19,7 @@ from isp.errors import PluginError
 from isp.plugins.manifest import check_event, check_timeout
 from isp.plugins.specs import accepted_keywords
 from isp.plugins.stats import HookStats
+from isp.plugins.threads import PluginThreads
 
 NAMESPACE: Final = "isp_plugins"
 
@@ -93,7 +94,8 @@ class HookEntry:
     problems and stats show), ``function`` names the function (``handlers.gate``).
     ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
     ``takes``: the named arguments the function accepts (None: all, ``**kwargs``);
-    dispatch passes only those.
+    dispatch passes only those. ``threads``: where a ``def`` hook runs, its plugin's
+    executor, set by the registry when it publishes the hook.
     """
 
     __slots__ = (
@@ -106,6 +108,7 @@ class HookEntry:
         "plugin",
         "stats",
         "takes",
+        "threads",
         "timeout",
     )
 
@@ -122,6 +125,7 @@ class HookEntry:
         self.critical = critical
         self.takes = accepted_keywords(reg.func)
         self.stats = HookStats()
+        self.threads: PluginThreads | None = None
 
     def arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The named arguments of one call this hook accepts (pluggy's rule)."""

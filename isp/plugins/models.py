@@ -11,7 +11,11 @@ from tortoise.models import Model
 
 
 class PluginRecord(Model):
-    """Enabled/disabled state, installed version and checksum of one plugin."""
+    """Enabled/disabled state, installed version and checksum of one plugin.
+
+    ``quarantined``: why the plugin's hooks are held (a hook outlived its deadline), until
+    an admin enables it again; shared, so every instance holds them.
+    """
 
     name = fields.CharField(max_length=64, primary_key=True)
     version = fields.CharField(max_length=64, null=True)
@@ -19,6 +23,7 @@ class PluginRecord(Model):
     tree_sha256 = fields.CharField(max_length=64, null=True)
     source = fields.CharField(max_length=16, default="local")
     enabled = fields.BooleanField(default=True)
+    quarantined = fields.TextField(null=True)
     settings: dict[str, Any] = fields.JSONField(default=dict)
     installed_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

@@ -5,7 +5,10 @@ Every finished call goes through here exactly once: ``succeeded`` on the hot pat
 ``event``, ``function`` (which of the plugin's functions for the event) and ``detail`` in
 ``extra`` (rendered into problem+json): the hook's own
 ``PluginError`` (its status, 422 by default), ``HookTimeout`` (504) or ``HookCrashed``
-(502, traceback logged). Several critical failures aggregate into ``WorkflowAborted``.
+(502, traceback logged). A hook that ignored its cancellation past the grace is
+``abandoned`` (``HookAbandoned``, 504); one of a quarantined plugin is ``held``
+(``PluginQuarantined``, 503) without running. Several critical failures aggregate into
+``WorkflowAborted``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ import inspect
 import logging
 from typing import Any
 
-from isp.errors import HookCrashed, HookTimeout, PluginError, WorkflowAborted
+from isp.errors import (
+    HookAbandoned,
+    HookCrashed,
+    HookTimeout,
+    PluginError,
+    PluginQuarantined,
+    WorkflowAborted,
+)
 from isp.plugins.hooks import HookEntry, HookResult
 
 log = logging.getLogger("isp.plugins.dispatch")
@@ -68,12 +78,47 @@ def failure_of(
         detail = f"hook {entry.plugin}.{entry.hook} crashed: {type(error).__name__}: {error}"
         failure = HookCrashed(detail[:500])
         failure.__cause__ = error
+    _identify(failure, entry, event)
+    return failure
+
+
+def _identify(failure: PluginError, entry: HookEntry, event: str) -> None:
     failure.extra.setdefault("plugin", entry.plugin)
     failure.extra.setdefault("hook", entry.hook)
     failure.extra.setdefault("event", event)
     failure.extra.setdefault("function", entry.function)  # one of several for the event
     failure.extra.setdefault("detail", failure.detail)
-    return failure
+
+
+def abandoned(entry: HookEntry, event: str, timeout: float, grace: float) -> HookResult:
+    """A hook still running ``grace`` seconds after its cancellation: counted, logged, and
+    a ``HookAbandoned`` whose ``quarantined`` says why its plugin is quarantined."""
+    reason = (
+        f"hook {entry.plugin}.{entry.hook} ({entry.function}) ignored its cancellation: still "
+        f"running {grace:g} s after it was cancelled (timeout {timeout:g} s)"
+    )
+    failure = HookAbandoned(
+        f"{reason}; the workflow was rolled back and plugin {entry.plugin} quarantined",
+        timeout=timeout,
+        quarantined=reason,
+    )
+    _identify(failure, entry, event)
+    entry.stats.failed(timeout + grace, timeout=True)
+    log_call(logging.ERROR, entry, "abandoned", timeout + grace, failure.detail)
+    return HookResult(entry.plugin, entry.hook, None, timeout + grace, failure)
+
+
+def held(entry: HookEntry, event: str, reason: str) -> HookResult:
+    """A hook of a quarantined plugin, not called: it fails fast, never silently skipped."""
+    failure = PluginQuarantined(
+        f"plugin {entry.plugin} is quarantined ({reason}); an admin enables it again with "
+        f"PUT /plugins/{entry.plugin}/enable",
+        quarantined=reason,
+    )
+    _identify(failure, entry, event)
+    entry.stats.failed(0.0)
+    log_call(logging.WARNING, entry, "quarantined", 0.0, failure.detail)
+    return HookResult(entry.plugin, entry.hook, None, 0.0, failure)
 
 
 def aggregate(failures: list[PluginError], event: str) -> PluginError:

@@ -59,9 +59,15 @@ async def set_enabled(
     sha256: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """The enabled flag, its audit entry (when an actor asked) and the generation."""
+    """The enabled flag, its audit entry (when an actor asked) and the generation.
+
+    Enabling also lifts a quarantine: that is how an admin takes the plugin back.
+    """
+    changes: dict[str, Any] = {"enabled": enabled}
+    if enabled:
+        changes["quarantined"] = None
     async with in_transaction() as conn:
-        updated = await PluginRecord.filter(name=name).using_db(conn).update(enabled=enabled)
+        updated = await PluginRecord.filter(name=name).using_db(conn).update(**changes)
         if not updated:
             await PluginRecord.create(name=name, version=version, enabled=enabled, using_db=conn)
         if actor is not None:
@@ -75,6 +81,14 @@ async def set_enabled(
                 sha256=sha256,
                 detail=detail or {},
             )
+        await PluginGeneration.bump(conn)
+
+
+async def quarantined(name: str, reason: str) -> None:
+    """The plugin is quarantined: recorded, audited (actor ``system``), the others told."""
+    async with in_transaction() as conn:
+        await PluginRecord.filter(name=name).using_db(conn).update(quarantined=reason)
+        await audit.record(conn, "system", "quarantine", name, detail={"reason": reason[:1000]})
         await PluginGeneration.bump(conn)
 
 

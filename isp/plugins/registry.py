@@ -6,16 +6,25 @@ a new default timeout) builds a new mapping and swaps it in with one assignment,
 emit in flight keeps the snapshot it started with and never sees half a change.
 
 The registry knows nothing of files, modules or the database: the loader publishes
-validated plugins into it and the runtime persists enabled flags.
+validated plugins into it and the runtime persists enabled flags and quarantines.
+
+It also owns what keeps one plugin from taking the core with it: each plugin's bounded
+threads for its ``def`` hooks (``ISP_PLUGIN_THREADS``), the grace a cancelled hook gets
+(``ISP_HOOK_GRACE``), and the quarantine table. A plugin is quarantined when one of its
+hooks outlives its deadline by more than the grace; from then on its hooks are *held*:
+a critical one fails the event at once with ``PluginQuarantined`` (503) and nothing is
+called, a non-critical one reports the same error in its result. The listeners given to
+:meth:`PluginRegistry.on_quarantine` (the runtime) persist it for the other instances.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
 from typing import Any, Final, TypeVar
 
-from isp.plugins.dispatch import Emission, EventPlan, dispatch_one
+from isp.plugins.dispatch import Emission, EventPlan
 from isp.plugins.hooks import (
     HookEntry,
     HookResult,
@@ -24,11 +33,18 @@ from isp.plugins.hooks import (
     staged_table,
 )
 from isp.plugins.manifest import check_event, check_timeout
+from isp.plugins.outcomes import held
 from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
+from isp.plugins.threads import PluginThreads
+from isp.plugins.watchdog import Watchdog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_GRACE = 1.0
+DEFAULT_THREADS = 4
+
+log = logging.getLogger("isp.plugins.registry")
 
 
 class _Published:
@@ -65,13 +81,35 @@ class PluginRegistry:
         self._plugins: dict[str, _Published] = {}
         self._plans: dict[str, EventPlan] = {}
         self._drivers: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._grace = DEFAULT_GRACE
+        self._thread_count = DEFAULT_THREADS
+        self._threads: dict[str, PluginThreads] = {}
+        self._quarantined: dict[str, str] = {}
+        self._listeners: list[Callable[[str, str], None]] = []
+        self.watchdog = Watchdog()
 
     # -- configuration ---------------------------------------------------------------
 
-    def configure(self, *, default_timeout: float) -> None:
-        """Set the timeout of hooks that declare none (``ISP_HOOK_TIMEOUT``)."""
+    def configure(
+        self,
+        *,
+        default_timeout: float,
+        grace: float | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Set the timeout of hooks that declare none (``ISP_HOOK_TIMEOUT``), the grace of
+        a cancelled hook (``ISP_HOOK_GRACE``) and each plugin's threads
+        (``ISP_PLUGIN_THREADS``, for executors created from now on)."""
         self._default_timeout = check_timeout(default_timeout)
+        if grace is not None:
+            self._grace = float(grace)
+        if threads is not None:
+            self._thread_count = int(threads)
         self._rebuild()
+
+    @property
+    def grace(self) -> float:
+        return self._grace
 
     def declare_events(self, events: Iterable[str]) -> None:
         """Add events to the catalogue hooks may register for (idempotent)."""
@@ -165,6 +203,9 @@ class PluginRegistry:
 
         ``vendors``: the device vendors its hooks drive (the manifest's ``vendors``).
         """
+        threads = self.threads_of(plugin)
+        for entry in entries:
+            entry.threads = threads
         self._plugins[plugin] = _Published(
             tuple(entries), enabled, frozenset(events), frozenset(vendors)
         )
@@ -174,6 +215,57 @@ class PluginRegistry:
         """Remove a plugin's hooks; emits already running finish with them."""
         if self._plugins.pop(plugin, None) is not None:
             self._rebuild()
+        threads = self._threads.pop(plugin, None)
+        if threads is not None:
+            threads.shutdown()
+
+    def threads_of(self, plugin: str) -> PluginThreads:
+        """The plugin's executor for ``def`` hooks (created on first use)."""
+        threads = self._threads.get(plugin)
+        if threads is None:
+            threads = PluginThreads(
+                plugin, self._thread_count, grace=lambda: self._grace, on_overrun=self.quarantine
+            )
+            self._threads[plugin] = threads
+        return threads
+
+    def close(self) -> None:
+        """Shut every plugin's executor down (threads still running finish on their own)."""
+        for threads in self._threads.values():
+            threads.shutdown()
+        self._threads.clear()
+
+    # -- quarantine ------------------------------------------------------------------
+
+    def on_quarantine(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(plugin, reason)`` when this registry quarantines a plugin."""
+        self._listeners.append(listener)
+
+    def quarantine(self, plugin: str, reason: str) -> None:
+        """A hook of ``plugin`` outlived its deadline: hold its hooks and tell listeners."""
+        if plugin in self._quarantined:
+            return
+        self.set_quarantine(plugin, reason)
+        log.error(
+            "plugin %s quarantined: %s", plugin, reason, extra={"plugin": plugin, "reason": reason}
+        )
+        for listener in self._listeners:
+            listener(plugin, reason)
+
+    def set_quarantine(self, plugin: str, reason: str | None) -> None:
+        """Hold (``reason``) or release (None) a plugin's hooks, without telling anyone:
+        what the runtime calls for a state read from the database or an admin's enable."""
+        if self._quarantined.get(plugin) == reason:
+            return
+        if reason is None:
+            del self._quarantined[plugin]
+        else:
+            self._quarantined[plugin] = reason
+        self._rebuild()
+
+    def quarantined(self, plugin: str) -> str | None:
+        """Why ``plugin`` is quarantined, or None."""
+        return self._quarantined.get(plugin)
 
     def set_enabled(self, plugin: str, enabled: bool) -> None:
         published = self._plugins.get(plugin)
@@ -226,24 +318,49 @@ class PluginRegistry:
             if event not in self._events:
                 raise ValueError(f"emit({event!r}): unknown event")
             return []
-        if len(plan.hooks) == 1:
-            return [await dispatch_one(plan.hooks[0], plan.timeouts[0], event, args, kwargs)]
-        return await Emission(plan, event).run(args, kwargs)
+        blocked = self._hold(plan, event) if plan.held else []
+        if not plan.hooks:
+            return blocked
+        emission = Emission(plan, event, self.watchdog, self._abandoned)
+        return [*await emission.run(args, kwargs), *blocked]
+
+    @staticmethod
+    def _hold(plan: EventPlan, event: str) -> list[HookResult]:
+        """The held hooks' results; a critical one raises before any hook is called."""
+        results = [held(entry, event, reason) for entry, reason in plan.held]
+        for (entry, _), result in zip(plan.held, results, strict=True):
+            if entry.critical and result.error is not None:
+                raise result.error
+        return results
+
+    def _abandoned(self, entry: HookEntry, reason: str) -> None:
+        self.quarantine(entry.plugin, reason)
 
     def _rebuild(self) -> None:
         events = set(self._declared)
         table: dict[str, list[HookEntry]] = {}
+        holds: dict[str, list[tuple[HookEntry, str]]] = {}
         drivers: dict[tuple[str, str], list[str]] = {}
         for name in sorted(self._plugins):
             published = self._plugins[name]
             events |= published.events
             if published.enabled:
+                reason = self._quarantined.get(name)
                 for entry in published.entries:
-                    table.setdefault(entry.event, []).append(entry)
+                    if reason is None:
+                        table.setdefault(entry.event, []).append(entry)
+                    else:
+                        holds.setdefault(entry.event, []).append((entry, reason))
                     for vendor in published.vendors:
                         drivers.setdefault((entry.event, vendor), []).append(name)
         plans = {
-            event: EventPlan(tuple(hooks), self._default_timeout) for event, hooks in table.items()
+            event: EventPlan(
+                tuple(table.get(event, ())),
+                self._default_timeout,
+                self._grace,
+                tuple(holds.get(event, ())),
+            )
+            for event in {*table, *holds}
         }
         self._events = frozenset(events)
         self._drivers = {key: tuple(names) for key, names in drivers.items()}

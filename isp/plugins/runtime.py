@@ -9,12 +9,17 @@ keeps the previous version serving and records ``reload_error``.
 Order of a (re)load: import and validate (worker thread) -> ``on_load`` -> ``on_enable``
 when enabled -> publish (one atomic swap) -> the old version's ``on_disable`` and
 ``on_unload``. Lifecycle callbacks run under ``ISP_HOOK_TIMEOUT``; sync ones in a thread.
+
+A quarantine (the registry's, when a hook outlived its deadline) is written to the
+plugin's record here, so every instance holds the plugin's hooks, and lasts until an
+admin enables the plugin again (:meth:`PluginRuntime.set_enabled`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import inspect
 import logging
 from datetime import UTC, datetime
@@ -51,6 +56,8 @@ class PluginRuntime:
         self._states: dict[str, PluginState] = {}
         self._trusted: keys.TrustedKeys = {}
         self._lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[None]] = set()
+        registry.on_quarantine(self._quarantined)
 
     @property
     def registry(self) -> PluginRegistry:
@@ -81,7 +88,11 @@ class PluginRuntime:
     async def discover(self) -> None:
         """Know every plugin folder and its record without running any plugin code (what
         ``isp plugins uninstall`` needs while the service is stopped)."""
-        self._registry.configure(default_timeout=self._settings.hook_timeout)
+        self._registry.configure(
+            default_timeout=self._settings.hook_timeout,
+            grace=self._settings.hook_grace,
+            threads=self._settings.plugin_threads,
+        )
         self._trusted = await keys.trusted_keys_async(self._settings)
         sources = await discover_async(self._settings.plugins_dir)
         verdicts = [await self._verify(source) for source in sources]
@@ -98,12 +109,16 @@ class PluginRuntime:
                     tree_sha256=record.tree_sha256 if record else None,
                     trust=verdict,
                 )
+                self.apply_quarantine(source.name, record.quarantined if record else None)
 
     async def stop(self) -> None:
         """Unload every plugin (``on_disable`` when enabled, then ``on_unload``)."""
         async with self._lock:
             for name in sorted(self._states, reverse=True):
                 await self._unload(self._states.pop(name))
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        self._registry.close()
 
     async def load_plugin(
         self,
@@ -230,7 +245,9 @@ class PluginRuntime:
         async with self._lock:
             state = self._get(name)
             loaded = state.loaded
-            if enabled != state.enabled:
+            if enabled and state.enabled and state.quarantined:
+                await self._lift_quarantine(state, actor)
+            elif enabled != state.enabled:
                 if not SLUG.match(name):
                     why = state.error or f"{name!r} is not a plugin name"
                     raise PluginInvalid(why, plugin=name)
@@ -257,6 +274,55 @@ class PluginRuntime:
                     extra={"plugin": name, "enabled": enabled},
                 )
             return self._describe(state)
+
+    async def _lift_quarantine(self, state: PluginState, actor: str | None) -> None:
+        """An admin enables a quarantined (still enabled) plugin: its hooks run again."""
+        manifest = state.loaded.manifest if state.loaded else state.source.manifest
+        reason = state.quarantined
+        await records.set_enabled(
+            state.name,
+            True,
+            version=manifest.version if manifest else None,
+            actor=actor,
+            sha256=state.sha256,
+            detail={"quarantine_lifted": reason},
+        )
+        self.apply_quarantine(state.name, None)
+        log.warning(
+            "plugin %s taken out of quarantine",
+            state.name,
+            extra={"plugin": state.name, "reason": reason},
+        )
+
+    def _quarantined(self, name: str, reason: str) -> None:
+        """The registry quarantined ``name``: show it and record it for every instance."""
+        state = self._states.get(name)
+        if state is not None:
+            state.quarantined = reason
+        # A fresh context: the caller's is the workflow's, whose transaction (about to be
+        # rolled back) Tortoise would otherwise use for this write.
+        task = asyncio.get_running_loop().create_task(
+            self._record_quarantine(name, reason), context=contextvars.Context()
+        )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _record_quarantine(self, name: str, reason: str) -> None:
+        try:
+            await records.quarantined(name, reason)
+        except Exception:  # the hooks are held here regardless; the log says what is missing
+            log.exception(
+                "plugin %s: quarantine not recorded; other instances still run its hooks",
+                name,
+                extra={"plugin": name},
+            )
+
+    def apply_quarantine(self, name: str, reason: str | None) -> None:
+        """Follow a quarantine read from the database (or lifted): no database write."""
+        state = self._states.get(name)
+        if state is not None:
+            state.quarantined = reason
+        self._registry.set_quarantine(name, reason)
 
     def describe(self, name: str) -> dict[str, Any]:
         """The plugin's JSON with per-hook ``stats`` (calls, failures, timeouts, p50/p95)."""

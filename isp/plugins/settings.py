@@ -33,6 +33,7 @@ from isp.plugins.settings_values import (
     invalid_settings,
     is_secret,
     stored_form,
+    wrong_types,
 )
 
 if TYPE_CHECKING:
@@ -177,6 +178,9 @@ class SettingsStore:
         data = {f: v for f, v in data.items() if not (f in entry.env and shown.get(f) == v)}
         self._refuse(name, entry, data)
         changes = {f: v for f, v in data.items() if not (f in secrets and v == MASK)}
+        wrong = wrong_types(name, model, changes, {f: changes[f] for f in secrets & changes.keys()})
+        if wrong is not None:
+            raise wrong
         async with in_transaction() as conn:
             # Merge with what the DB holds now (another instance may have just written).
             record = await PluginRecord.select_for_update().using_db(conn).get_or_none(name=name)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import types
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import is_dataclass
 from typing import Annotated, Any, Final, Union, get_args, get_origin
 
@@ -47,9 +47,38 @@ def invalid_settings(
     name: str, exc: ValidationError, secrets: Mapping[str, Any]
 ) -> ValidationFailed:
     """422 from pydantic errors without ``input`` (it may hold a secret) or secret text."""
+    return _settings_problem(
+        name, exc.errors(include_url=False, include_input=False, include_context=False), secrets
+    )
+
+
+def wrong_types(
+    name: str, model: type[BaseModel], changes: Mapping[str, Any], secrets: Mapping[str, Any]
+) -> ValidationFailed | None:
+    """422 when a changed value has the wrong JSON type (``true`` or ``"5"`` for an
+    integer, ``2.0`` for an integer), as strict JSON validation sees it; else None.
+
+    Only the fields sent are judged: the others may be missing from a partial body.
+    Environment overrides stay lax, since environment values are always text.
+    """
+    try:
+        model.model_validate_json(json.dumps(dict(changes)), strict=True)
+    except ValidationError as exc:
+        errors = [
+            error
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+            if error["loc"] and str(error["loc"][0]) in changes and error["type"] != "missing"
+        ]
+        return _settings_problem(name, errors, secrets) if errors else None
+    return None
+
+
+def _settings_problem(
+    name: str, raw: Iterable[Any], secrets: Mapping[str, Any]
+) -> ValidationFailed:
     hidden = [str(v) for v in secrets.values() if v not in (None, "")]
     errors = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+    for error in raw:
         msg = error["msg"]
         if error["loc"] and str(error["loc"][0]) in secrets and any(h in msg for h in hidden):
             msg = "invalid value (not shown: the setting is secret)"

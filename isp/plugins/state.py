@@ -27,10 +27,11 @@ class PluginState:
     reload_error: str | None = None
     trust: Verdict = UNSIGNED  # the signature of the files in its folder
     isolation: Isolation = "in_process"
+    quarantined: str | None = None
 
     @property
     def status(self) -> str:
-        if self.loaded is None:
+        if self.loaded is None or (self.quarantined and self.enabled):
             return "error"
         return "active" if self.enabled else "disabled"
 
@@ -43,11 +44,12 @@ class PluginState:
             "hooks": list(manifest.hook_names) if manifest else [],
             "enabled": self.enabled,
             "status": self.status,
-            "error": self.error if self.loaded is None else None,
+            "error": self.error if self.loaded is None else self.quarantined,
             "sha256": self.sha256,
             "source": self.origin,
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "reload_error": self.reload_error,
+            "quarantined": self.quarantined,
             "requires": dict(self.requires),
             **self.trust.to_json(),
             "isolation": self.isolation,

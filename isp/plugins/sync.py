@@ -106,6 +106,7 @@ class PluginSync:
             if self._runtime.loaded_tree_sha256(name) != record.tree_sha256:
                 await self._runtime.load_plugin(name, installed=(record.sha256, record.tree_sha256))
         self._runtime.apply_enabled(name, record.enabled)
+        self._runtime.apply_quarantine(name, record.quarantined)
 
     async def _fetch(self, record: PluginRecord, folder: Path) -> None:
         """Download the recorded zip, verify it and put its files in place."""

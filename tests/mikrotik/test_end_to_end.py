@@ -132,6 +132,20 @@ async def test_provision_creates_the_secret_and_pins_the_host_key(
     assert (await world.device())["host_key_pinned"] is True
 
 
+async def test_a_router_on_an_ipv6_address_is_provisioned_and_backed_up(
+    client: Any, tokens: Tokens, state: RouterState
+) -> None:
+    async with RouterOSServer(state, host="::1") as router:
+        world = await make_world(client, tokens, router)
+        assert (await world.device())["host"] == "::1"
+        response = await world.move("provision")
+        assert response.status_code == 200, await response.get_json()
+        assert state.secret("alice") is not None
+        assert (await world.device())["host_key_pinned"] is True
+        backup = await world.backup()
+        assert backup.status_code == 201, await backup.get_json()
+
+
 async def test_provision_over_a_leftover_secret_updates_it(
     world: World, state: RouterState
 ) -> None:

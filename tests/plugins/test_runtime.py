@@ -62,7 +62,7 @@ async def test_plugin_json_has_the_documented_fields(
     plugin = by_name(runtime)["dummy"]
     assert set(plugin) == {
         "name", "version", "description", "hooks", "enabled", "status", "error", "sha256",
-        "source", "loaded_at", "reload_error", "requires", "required_by",
+        "source", "loaded_at", "reload_error", "requires", "required_by", "quarantined",
         "signature", "signer", "isolation",
     }
     assert plugin["version"] == "1.2.0"

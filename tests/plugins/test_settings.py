@@ -144,6 +144,17 @@ async def test_bad_value_is_422_naming_the_field_and_changes_nothing(
     assert await seen_by_hook(client, tokens) == "hello|3|-"
 
 
+@pytest.mark.parametrize("value", [True, "5", 5.0])
+async def test_a_setting_of_the_wrong_json_type_is_422_not_coerced(
+    served: Quart, client: Client, tokens: Tokens, value: Any
+) -> None:
+    response = await put(client, tokens.admin, {"greeting": "hi", "retries": value})
+    assert response.status_code == 422
+    assert (await response.get_json())["errors"][0]["loc"] == ["body", "retries"]
+    assert (await (await get(client, tokens.admin)).get_json())["values"]["retries"] == 3
+    assert (await put(client, tokens.admin, {"retries": 5})).status_code == 200
+
+
 async def test_secret_is_masked_encrypted_at_rest_and_reaches_the_hook(
     served: Quart, client: Client, tokens: Tokens
 ) -> None:
@@ -181,7 +192,7 @@ async def test_hook_sees_a_new_value_on_its_next_call_without_reload(
 ) -> None:
     before = await (await client.get(f"/plugins/{NAME}", headers=auth(tokens.admin))).get_json()
     assert await seen_by_hook(client, tokens) == "hello|3|-"
-    response = await put(client, tokens.admin, {"greeting": "bonjour", "retries": "5"})
+    response = await put(client, tokens.admin, {"greeting": "bonjour", "retries": 5})
     assert response.status_code == 200
     assert (await response.get_json())["values"]["retries"] == 5
     assert await seen_by_hook(client, tokens) == "bonjour|5|-"
