@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PARTIAL_SUFFIX: Final = ".isp-partial"
 _LIST_CONCURRENCY: Final = 16
 INLINE_HASH_LIMIT: Final = 1024 * 1024
+_CLEANUP_BUDGET: Final = 0.5  # seconds per object a failed put_many may spend undoing itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,24 +429,37 @@ class S3ObjectStore:
 
     @contextlib.asynccontextmanager
     async def _call(
-        self, action: str, bucket: str | None = None, key: str | None = None
+        self,
+        action: str,
+        bucket: str | None = None,
+        key: str | None = None,
+        *,
+        creating: bool = False,
     ) -> AsyncIterator[S3Client]:
         """One whole S3 operation under ``ISP_S3_TIMEOUT``, translated and reported.
 
         A missing object or an existing bucket is an answer; an unreachable, hung or
-        misconfigured store (a missing bucket included) is an outage, logged once.
+        misconfigured store (a missing bucket included, unless ``creating`` it) is an
+        outage, logged once.
         """
+        started = time.monotonic()
         try:
             with _s3_errors(action, bucket, key):
                 async with asyncio.timeout(self._timeout):
                     yield await self._client()
+        except BucketMissing:
+            if creating:
+                self._availability.answered(started)
+            else:
+                self._availability.failed(f"bucket {bucket!r} does not exist", started)
+            raise
         except StorageError as exc:
-            self._availability.failed(exc.detail)
+            self._availability.failed(exc.detail, started)
             raise
         except (NotFound, Conflict):
-            self._availability.answered()
+            self._availability.answered(started)
             raise
-        self._availability.answered()
+        self._availability.answered(started)
 
     async def _client(self) -> S3Client:
         client = self._s3
@@ -476,7 +491,29 @@ class S3ObjectStore:
     async def put_many(
         self, bucket: str, items: Sequence[tuple[str, bytes]]
     ) -> builtins.list[StoredObject]:
-        return [await self.put(bucket, key, data) for key, data in items]
+        """All objects or none: written concurrently (a hung store fails them together),
+        and those already written are deleted again when another one fails."""
+        tasks: builtins.list[asyncio.Task[StoredObject]] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self.put(bucket, key, data)) for key, data in items]
+        except ExceptionGroup as failures:
+            await self._forget(bucket, [t.result().key for t in tasks if _succeeded(t)])
+            first = failures.exceptions[0]
+            if isinstance(first, ISPError):
+                raise first from first.__cause__
+            raise
+        return [task.result() for task in tasks]
+
+    async def _forget(self, bucket: str, keys: builtins.list[str]) -> None:
+        """Best-effort removal of objects a failed ``put_many`` wrote (briefly: the caller
+        already waited for the failure)."""
+        for key in keys:
+            try:
+                async with asyncio.timeout(_CLEANUP_BUDGET):
+                    await self.delete(bucket, key)
+            except (ISPError, TimeoutError):
+                logger.warning("orphan object left", extra={"bucket": bucket, "key": key})
 
     async def get(self, bucket: str, key: str) -> bytes:
         bucket, key = validate_bucket(bucket), validate_key(key)
@@ -560,7 +597,7 @@ class S3ObjectStore:
         checked = [validate_bucket(name) for name in names]
         for name in checked:
             try:
-                async with self._call("check bucket", name) as s3:
+                async with self._call("check bucket", name, creating=True) as s3:
                     await s3.head_bucket(Bucket=name)
             except BucketMissing:
                 location: Any = {"LocationConstraint": self.region}  # stubs want a Literal
@@ -578,6 +615,10 @@ class S3ObjectStore:
             stack, self._stack, self._s3 = self._stack, None, None
         if stack is not None:
             await stack.aclose()
+
+
+def _succeeded(task: asyncio.Task[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def create_object_store(settings: Settings) -> ObjectStore:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -82,6 +83,7 @@ class Bounded:
     _availability: Availability
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self._deadline):
                 result = await call()
@@ -92,9 +94,9 @@ class Bounded:
             if isinstance(exc, TimeoutError):
                 reason = f"no answer within {self._deadline:g} s (ISP_DB_TIMEOUT)"
             await self._connection_lost()
-            self._availability.failed(reason)
+            self._availability.failed(reason, started)
             raise DatabaseUnavailable(f"the database is unavailable: {reason}") from exc
-        self._availability.answered()
+        self._availability.answered(started)
         return result
 
     async def _connection_lost(self) -> None:

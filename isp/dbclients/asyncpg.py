@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
+import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
 from tortoise.backends.base.client import (
     NestedTransactionContext,
@@ -78,7 +80,8 @@ class BoundedAsyncpgTransaction(TransactionWrapper, BoundedAsyncpgClient):
     async def _connection_lost(self) -> None:
         self._broken = True
         if self._connection is not None:
-            self._connection.terminate()
+            with contextlib.suppress(asyncpg.InterfaceError):  # already back in the pool
+                self._connection.terminate()
         parent: Any = self._parent
         while isinstance(parent, BoundedAsyncpgTransaction):
             parent = parent._parent
@@ -111,8 +114,9 @@ class BoundedPooledTransaction(TransactionContextPooled):
         try:
             await self.client.begin()
         except BaseException:
-            self.client._connection.terminate()
-            await pool.release(self.client._connection)
+            connection, self.client._connection = self.client._connection, None
+            connection.terminate()
+            await pool.release(connection)
             raise
         self.token = get_connections().set(self.connection_name, self.client)
         return self.client

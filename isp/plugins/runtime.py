@@ -50,6 +50,10 @@ class PluginRuntime:
         self._settings_store = settings_store if settings_store is not None else SettingsStore()
         self._states: dict[str, PluginState] = {}
         self._lock = asyncio.Lock()
+        self.changes = asyncio.Lock()
+        """Held by whatever changes which plugins this instance runs (the admin verbs, the
+        sync with other instances), so one never acts on the half-done work of another:
+        an upload installs before it records, and the sync must not remove it meanwhile."""
 
     @property
     def registry(self) -> PluginRegistry:
