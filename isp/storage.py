@@ -438,9 +438,9 @@ class S3ObjectStore:
     ) -> AsyncIterator[S3Client]:
         """One whole S3 operation under ``ISP_S3_TIMEOUT``, translated and reported.
 
-        A missing object or an existing bucket is an answer; an unreachable, hung or
-        misconfigured store (a missing bucket included, unless ``creating`` it) is an
-        outage, logged once.
+        Success means the store is up; an unreachable, hung or misconfigured store (a
+        missing bucket included, unless ``creating`` it) is an outage, logged once; a
+        missing object or an existing bucket changes nothing.
         """
         started = time.monotonic()
         try:
@@ -457,7 +457,8 @@ class S3ObjectStore:
             self._availability.failed(exc.detail, started)
             raise
         except (NotFound, Conflict):
-            self._availability.answered(started)
+            # an answer, but no sign of health: S3 says 404 to a HEAD of a key in a
+            # missing bucket too
             raise
         self._availability.answered(started)
 
