@@ -120,9 +120,10 @@ class Load:
             await asyncio.sleep(0.05)
 
 
-def in_flight_at(answers: list[Answer], moment: float) -> list[Answer]:
-    """Answers to requests that were under way at ``moment`` (their outcome may be either)."""
-    return [a for a in answers if a.started <= moment <= a.started + a.seconds]
+def in_flight_at(answers: list[Answer], begun: float, done: float) -> list[Answer]:
+    """Answers to requests under way while the fault was being made (from ``begun`` until
+    ``done``, e.g. while ``pg_ctl stop`` ran): their outcome may be either."""
+    return [a for a in answers if a.started <= done and a.started + a.seconds >= begun]
 
 
 def own_work(answers: list[Answer], before: float) -> dict[str, float]:

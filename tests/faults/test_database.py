@@ -82,6 +82,7 @@ async def test_database_outage_is_a_prompt_503_and_heals_without_restart(
             paused = await asyncio.to_thread(pg_cluster.pause) if fault == "hang" else None
             if paused is None:
                 await asyncio.to_thread(pg_cluster.stop, "immediate")
+            broken = time.monotonic()
             await load.answered(
                 lambda a: sum(1 for x in a if x.started > faulted and x.status == 503) >= 10, 30
             )
@@ -103,7 +104,7 @@ async def test_database_outage_is_a_prompt_503_and_heals_without_restart(
     # Nothing half-written: every customer answered 201 exists, and any other is one whose
     # request was cut by the fault (its COMMIT may have reached the server first).
     created = {a.ref for a in answers if a.kind == "customer" and a.status == 201}
-    cut = {a.ref for a in in_flight_at(answers, faulted) if a.kind == "customer"}
+    cut = {a.ref for a in in_flight_at(answers, faulted, broken) if a.kind == "customer"}
     stored = {name for (name,) in await rows(database_url, "SELECT name FROM customer")}
     assert created <= stored
     assert stored - created <= cut
@@ -111,7 +112,7 @@ async def test_database_outage_is_a_prompt_503_and_heals_without_restart(
     keys = {key for (key,) in await rows(database_url, "SELECT object_key FROM backup")}
     objects = {o.key for o in await LocalObjectStore(tmp_path / "data" / "objects").list("backups")}
     assert keys <= objects
-    backups_cut = [a for a in in_flight_at(answers, faulted) if a.kind == "backup"]
+    backups_cut = [a for a in in_flight_at(answers, faulted, broken) if a.kind == "backup"]
     assert len(objects - keys) <= 2 * len(backups_cut)
     assert len(keys) >= 2 * (ok(answers, "backup") + 1)  # the first one, before the load
 

@@ -106,6 +106,7 @@ async def test_object_store_outage_is_a_prompt_503_and_heals_without_restart(
                 s3_process.pause()
             else:
                 await asyncio.to_thread(s3_process.kill)
+            broken = time.monotonic()
             await load.answered(
                 lambda a: (
                     sum(1 for x in a if x.started > faulted and x.status == 503) >= 10
@@ -150,7 +151,7 @@ async def test_object_store_outage_is_a_prompt_503_and_heals_without_restart(
     }
     assert recorded == uploaded
     objects = {key.split("/", 1)[0] for key in await stored_keys(s3_process.url, "plugins")}
-    cut = {a.ref for a in in_flight_at(answers, faulted) if a.kind == "upload"}
+    cut = {a.ref for a in in_flight_at(answers, faulted, broken) if a.kind == "upload"}
     if fault == "hang":
         assert recorded <= objects
         assert objects - recorded <= cut
@@ -160,7 +161,7 @@ async def test_object_store_outage_is_a_prompt_503_and_heals_without_restart(
         assert objects <= recorded
     keys = {key for (key,) in await rows(database_url, "SELECT object_key FROM backup")}
     backed_up = await stored_keys(s3_process.url, "backups")
-    backups_cut = [a for a in in_flight_at(answers, faulted) if a.kind == "backup"]
+    backups_cut = [a for a in in_flight_at(answers, faulted, broken) if a.kind == "backup"]
     if fault == "hang":
         assert keys <= backed_up
         assert len(backed_up - keys) <= 2 * len(backups_cut)
