@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite://./data/isp.sqlite3"
+    db_timeout: float = Field(default=10.0, gt=0, le=3600)
     data_dir: Path = Path("./data")
     plugins_dir: Path = Path("./plugins")
     plugin_reload: bool = True
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_plugins_bucket: str = "plugins"
     s3_backups_bucket: str = "backups"
+    s3_timeout: float = Field(default=30.0, gt=0, le=3600)
     plugin_max_upload: int = Field(default=16 * 1024 * 1024, gt=0)
     plugin_trusted_keys: Path | None = None
     plugin_unsigned: Literal["sandbox", "refuse", "allow"] = "sandbox"

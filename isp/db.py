@@ -5,6 +5,9 @@ files builds the same schema on SQLite and PostgreSQL, and a plugin's migrations
 applied while the server runs without re-initialising Tortoise (see README, "Migrations").
 Core migration files live in the repository's ``migrations/`` folder, importable as the
 ``isp_migrations`` package.
+
+Every statement runs under ``ISP_DB_TIMEOUT`` through the clients of ``isp.dbclients``,
+which also turn an unreachable or hung database into ``DatabaseUnavailable`` (503).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 
+from isp import dbclients
 from isp.config import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ CORE_MODELS: list[str] = [
 ]
 CORE_MIGRATIONS = "isp_migrations"
 ASYNCPG_ENGINE = "tortoise.backends.asyncpg"
+SQLITE_ENGINE = "tortoise.backends.sqlite"
 MIGRATION_LOCK = 0x15_0001  # PostgreSQL advisory lock key held while migrating
 
 
@@ -48,17 +53,23 @@ def core_app_config() -> dict[str, Any]:
 def tortoise_config(settings: Settings) -> dict[str, Any]:
     """The Tortoise config of the core app on ``settings.database_url``."""
     return {
-        "connections": {"default": _connection_config(settings.database_url)},
+        "connections": {
+            "default": _connection_config(settings.database_url, settings.db_timeout)
+        },
         "apps": {CORE_APP: core_app_config()},
         "use_tz": True,
         "timezone": "UTC",
     }
 
 
-def _connection_config(url: str) -> dict[str, Any]:
+def _connection_config(url: str, deadline: float) -> dict[str, Any]:
     connection = expand_db_url(url)
     if connection["engine"] == ASYNCPG_ENGINE:
         connection["credentials"]["reset"] = _release_without_reset_query
+    elif connection["engine"] != SQLITE_ENGINE:
+        return connection  # another driver (psycopg): Tortoise's own client, unbounded
+    connection["engine"] = f"{dbclients.__name__}.{connection['engine'].rsplit('.', 1)[1]}"
+    connection["credentials"][dbclients.DEADLINE_KEY] = deadline
     return connection
 
 

@@ -15,8 +15,9 @@
     ├── ValidationFailed          422  carries ``errors``: [{"loc": [...], "msg": ...}]
     │                                  (the first :data:`MAX_LISTED`, and ``error_count``)
     │   └── PluginInvalid         422  a plugin's manifest or code failed validation
-    ├── StorageError              503  the object store failed or is unreachable
-    ├── DatabaseUnavailable       503
+    ├── StorageError              503  the object store failed, hung or is misconfigured
+    │   └── BucketMissing         503  a configured bucket does not exist
+    ├── DatabaseUnavailable       503  the database failed, hung or refused a connection
     └── PluginError               422  raised by a plugin hook to abort a workflow
         ├── HookTimeout           504  a hook ran past its timeout
         │   └── HookAbandoned     504  ... and past the grace: left running, plugin quarantined
@@ -26,7 +27,8 @@
         └── WorkflowAborted       *    several hooks failed; carries every failure
 
 Library errors (Tortoise, botocore, asyncssh) are translated into these at exactly one
-boundary each, with ``raise ... from exc``.
+boundary each, with ``raise ... from exc``. The two 503s name their ``component``
+(``database`` / ``object_store``) and are answered with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class ISPError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal Server Error"
     type_slug: ClassVar[str] = "internal"
+    component: ClassVar[str | None] = None
+    """The outside component that failed, named in the problem (503s of a dependency)."""
 
     def __init__(self, detail: str = "", *, status: int | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -64,6 +68,8 @@ class ISPError(Exception):
             "status": self.status_code,
             "detail": self.detail,
         }
+        if self.component is not None:
+            problem["component"] = self.component
         for key, value in self.extra.items():
             if key not in problem:
                 problem[key] = value
@@ -156,12 +162,22 @@ class StorageError(ISPError):
     status = 503
     title = "Object store unavailable"
     type_slug = "storage"
+    component = "object_store"
+
+
+class BucketMissing(StorageError):
+    """A bucket the service is configured to use is not there: the server's problem, not
+    the client's, so a 503 rather than a 404."""
+
+    title = "Object store bucket missing"
+    type_slug = "storage-bucket-missing"
 
 
 class DatabaseUnavailable(ISPError):
     status = 503
     title = "Database unavailable"
     type_slug = "database"
+    component = "database"
 
 
 class PluginError(ISPError):

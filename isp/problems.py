@@ -1,6 +1,7 @@
 """Every error as ``application/problem+json`` (RFC 9457): one place maps them all.
 
-ISPError renders itself; quart-schema's validation errors become 422 with the failing
+ISPError renders itself (an unavailable database or object store with ``Retry-After``);
+quart-schema's validation errors become 422 with the failing
 field paths; werkzeug's HTTP errors (404, 405, 413 ...) keep their status; anything else
 is a 500 whose detail says nothing about internals (the traceback goes to the log).
 """
@@ -18,6 +19,7 @@ from quart_schema.validation import QuerystringValidationError
 from tortoise.exceptions import ValidationError as FieldValueError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from isp.availability import RETRY_AFTER_SECONDS
 from isp.errors import MAX_LISTED, ISPError, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,18 @@ def validation_errors(exc: ValidationError, prefix: str = "body") -> list[dict[s
 def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(ISPError)
     async def _isp_error(exc: ISPError) -> Response:
-        if exc.status_code >= 500:
+        headers: dict[str, str] = {}
+        if exc.status_code == 503 and exc.component is not None:
+            # The component's boundary logged the outage once; a line per request would
+            # bury it. The client may try again shortly.
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        elif exc.status_code >= 500:
             log.warning(
                 "request failed",
                 extra={"path": request.path, "status": exc.status_code, "detail": exc.detail},
             )
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         return problem_response(exc.to_problem(), headers)
 
     @app.errorhandler(RequestSchemaValidationError)

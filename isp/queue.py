@@ -27,11 +27,12 @@ from typing import Any, Final
 
 import procrastinate
 from procrastinate import testing
-from procrastinate.exceptions import ProcrastinateException
+from procrastinate.exceptions import ConnectorException, ProcrastinateException
 from tortoise.connection import get_connection
 
 from isp.config import Settings
 from isp.db import MIGRATION_LOCK
+from isp.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,14 @@ class TaskQueue:
         self.durable = not settings.is_sqlite
         connector: Any
         if self.durable:
+            # the same deadline as every other query (ISP_DB_TIMEOUT): waiting for a pooled
+            # connection, and each statement on the server
             connector = procrastinate.PsycopgConnector(
-                conninfo=postgres_conninfo(settings.database_url), min_size=1, max_size=8
+                conninfo=postgres_conninfo(settings.database_url),
+                min_size=1,
+                max_size=8,
+                timeout=settings.db_timeout,
+                kwargs={"options": f"-c statement_timeout={int(settings.db_timeout * 1000)}"},
             )
         else:
             connector = testing.InMemoryConnector()
@@ -76,6 +83,17 @@ class TaskQueue:
         """Register ``func(timestamp)`` to run once per period of ``cron`` (croniter form)."""
         task = self.task(name, func, retries=3)
         return self.app.periodic(cron=cron, periodic_id=name)(task)
+
+    async def defer(self, task: Any, *payloads: dict[str, Any]) -> None:
+        """Queue ``task`` once per payload, within ``ISP_DB_TIMEOUT``; an unreachable or
+        hung database is ``DatabaseUnavailable`` (503), as for any other query."""
+        try:
+            async with asyncio.timeout(self._settings.db_timeout):
+                await task.batch_defer_async(*payloads)
+        except (TimeoutError, ConnectorException) as exc:
+            raise DatabaseUnavailable(
+                f"the database is unavailable: the job queue did not answer ({exc!r})"
+            ) from exc
 
     def set_concurrency(self, tasks: int) -> None:
         self._concurrency = max(1, tasks)

@@ -6,9 +6,15 @@ its objects in a folder under ``ISP_DATA_DIR``. Both backends implement
 and tests written against one hold for the other.
 
 Errors: a bad bucket name, key or prefix raises ``ValidationFailed``; a missing object
-or bucket ``NotFound``; a local key that collides with a folder ``Conflict``; anything
-else ``StorageError``. botocore, aiohttp and OS errors are translated here, at one
-boundary per backend, and nowhere else.
+``NotFound``; a missing bucket ``BucketMissing`` (a ``StorageError``: the service is
+misconfigured, 503); a local key that collides with a folder ``Conflict``; anything else
+``StorageError``. botocore, aiohttp and OS errors are translated here, at one boundary
+per backend, and nowhere else.
+
+Deadlines. Each S3 operation as a whole runs under ``ISP_S3_TIMEOUT``: botocore's socket
+timeouts do not bound a call. A ``PutObject`` sends ``Expect: 100-continue`` and aiohttp
+waits for the ``100 Continue`` with no timeout at all, so a put to a stopped (SIGSTOP)
+server hung indefinitely while a get failed after its retries of ``read_timeout``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -31,8 +38,17 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from isp.availability import Availability
 from isp.config import Settings
-from isp.errors import ConfigError, Conflict, ISPError, NotFound, StorageError, ValidationFailed
+from isp.errors import (
+    BucketMissing,
+    ConfigError,
+    Conflict,
+    ISPError,
+    NotFound,
+    StorageError,
+    ValidationFailed,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -54,6 +70,7 @@ _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PARTIAL_SUFFIX: Final = ".isp-partial"
 _LIST_CONCURRENCY: Final = 16
 INLINE_HASH_LIMIT: Final = 1024 * 1024
+_CLEANUP_BUDGET: Final = 0.5  # seconds per object a failed put_many may spend undoing itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +164,8 @@ def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _no_bucket(bucket: str) -> NotFound:
-    return NotFound(f"bucket {bucket!r} does not exist", bucket=bucket)
+def _no_bucket(bucket: str) -> BucketMissing:
+    return BucketMissing(f"bucket {bucket!r} does not exist", bucket=bucket)
 
 
 def _no_object(bucket: str, key: str) -> NotFound:
@@ -355,7 +372,12 @@ def _s3_errors(action: str, bucket: str | None = None, key: str | None = None) -
         raise StorageError(
             f"object store refused to {action}: {code or status} {message}".strip(), **where
         ) from exc
-    except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+    except TimeoutError as exc:
+        raise StorageError(
+            f"object store did not answer during {action} within the deadline (ISP_S3_TIMEOUT)",
+            **where,
+        ) from exc
+    except (BotoCoreError, aiohttp.ClientError) as exc:
         raise StorageError(
             f"object store unreachable during {action}: {exc or type(exc).__name__}", **where
         ) from exc
@@ -380,9 +402,12 @@ class S3ObjectStore:
         read_timeout: float = 10.0,
         max_attempts: int = 2,
         ping_timeout: float = 5.0,
+        timeout: float = 30.0,
     ) -> None:
         self.endpoint_url = endpoint_url
         self.region = region
+        self._timeout = timeout
+        self._availability = Availability("object_store")
         self._ping_bucket = validate_bucket(ping_bucket) if ping_bucket else None
         self._ping_timeout = ping_timeout
         # Explicit credentials: never pick up whatever AWS profile the host happens to have.
@@ -401,6 +426,41 @@ class S3ObjectStore:
 
     def __repr__(self) -> str:  # no credentials, ever
         return f"S3ObjectStore(endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+
+    @contextlib.asynccontextmanager
+    async def _call(
+        self,
+        action: str,
+        bucket: str | None = None,
+        key: str | None = None,
+        *,
+        creating: bool = False,
+    ) -> AsyncIterator[S3Client]:
+        """One whole S3 operation under ``ISP_S3_TIMEOUT``, translated and reported.
+
+        Success means the store is up; an unreachable, hung or misconfigured store (a
+        missing bucket included, unless ``creating`` it) is an outage, logged once; a
+        missing object or an existing bucket changes nothing.
+        """
+        started = time.monotonic()
+        try:
+            with _s3_errors(action, bucket, key):
+                async with asyncio.timeout(self._timeout):
+                    yield await self._client()
+        except BucketMissing:
+            if creating:
+                self._availability.answered(started)
+            else:
+                self._availability.failed(f"bucket {bucket!r} does not exist", started)
+            raise
+        except StorageError as exc:
+            self._availability.failed(exc.detail, started)
+            raise
+        except (NotFound, Conflict):
+            # an answer, but no sign of health: S3 says 404 to a HEAD of a key in a
+            # missing bucket too
+            raise
+        self._availability.answered(started)
 
     async def _client(self) -> S3Client:
         client = self._s3
@@ -425,20 +485,40 @@ class S3ObjectStore:
             digest = _sha256_hex(data)
         else:
             digest = await asyncio.to_thread(_sha256_hex, data)
-        with _s3_errors("write", bucket, key):
-            s3 = await self._client()
+        async with self._call("write", bucket, key) as s3:
             await s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": digest})
         return StoredObject(key=key, size=len(data), sha256=digest)
 
     async def put_many(
         self, bucket: str, items: Sequence[tuple[str, bytes]]
     ) -> builtins.list[StoredObject]:
-        return [await self.put(bucket, key, data) for key, data in items]
+        """All objects or none: written concurrently (a hung store fails them together),
+        and those already written are deleted again when another one fails."""
+        tasks: builtins.list[asyncio.Task[StoredObject]] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self.put(bucket, key, data)) for key, data in items]
+        except ExceptionGroup as failures:
+            await self._forget(bucket, [t.result().key for t in tasks if _succeeded(t)])
+            first = failures.exceptions[0]
+            if isinstance(first, ISPError):
+                raise first from first.__cause__
+            raise
+        return [task.result() for task in tasks]
+
+    async def _forget(self, bucket: str, keys: builtins.list[str]) -> None:
+        """Best-effort removal of objects a failed ``put_many`` wrote (briefly: the caller
+        already waited for the failure)."""
+        for key in keys:
+            try:
+                async with asyncio.timeout(_CLEANUP_BUDGET):
+                    await self.delete(bucket, key)
+            except (ISPError, TimeoutError):
+                logger.warning("orphan object left", extra={"bucket": bucket, "key": key})
 
     async def get(self, bucket: str, key: str) -> bytes:
         bucket, key = validate_bucket(bucket), validate_key(key)
-        with _s3_errors("read", bucket, key):
-            s3 = await self._client()
+        async with self._call("read", bucket, key) as s3:
             response = await s3.get_object(Bucket=bucket, Key=key)
             async with response["Body"] as body:
                 return await body.read()
@@ -446,30 +526,30 @@ class S3ObjectStore:
     async def delete(self, bucket: str, key: str) -> None:
         """Remove the object; S3 itself treats deleting a missing key as success."""
         bucket, key = validate_bucket(bucket), validate_key(key)
-        with _s3_errors("delete", bucket, key):
-            s3 = await self._client()
+        async with self._call("delete", bucket, key) as s3:
             await s3.delete_object(Bucket=bucket, Key=key)
 
     async def list(self, bucket: str, prefix: str = "") -> builtins.list[StoredObject]:
         """Objects whose key starts with ``prefix``, sorted by key."""
         bucket, prefix = validate_bucket(bucket), _validate_prefix(prefix)
-        with _s3_errors("list", bucket):
-            s3 = await self._client()
+        async with self._call("list", bucket) as s3:
             listed: builtins.list[tuple[str, int]] = []
             async for page in s3.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix
             ):
                 listed.extend((item["Key"], item["Size"]) for item in page.get("Contents", []))
-        limit = asyncio.Semaphore(_LIST_CONCURRENCY)
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._describe(bucket, key, limit)) for key, _ in listed]
-        except ExceptionGroup as failures:
-            # Callers expect one ISPError, not a group; the first says what went wrong.
-            first = failures.exceptions[0]
-            if isinstance(first, ISPError):
-                raise first from first.__cause__
-            raise
+            limit = asyncio.Semaphore(_LIST_CONCURRENCY)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(self._describe(bucket, key, limit)) for key, _ in listed
+                    ]
+            except ExceptionGroup as failures:
+                # Callers expect one ISPError, not a group; the first says what went wrong.
+                first = failures.exceptions[0]
+                if isinstance(first, ISPError):
+                    raise first from first.__cause__
+                raise
         found = [item for task in tasks if (item := task.result()) is not None]
         return sorted(found, key=lambda item: item.key)
 
@@ -498,8 +578,7 @@ class S3ObjectStore:
     async def exists(self, bucket: str, key: str) -> bool:
         bucket, key = validate_bucket(bucket), validate_key(key)
         try:
-            with _s3_errors("stat", bucket, key):
-                s3 = await self._client()
+            async with self._call("stat", bucket, key) as s3:
                 await s3.head_object(Bucket=bucket, Key=key)
         except NotFound:
             return False
@@ -507,33 +586,28 @@ class S3ObjectStore:
 
     async def ping(self) -> None:
         """Raise ``StorageError`` within ``ping_timeout`` unless the endpoint answers."""
-        try:
-            with _s3_errors("ping", self._ping_bucket):
-                async with asyncio.timeout(self._ping_timeout):
-                    s3 = await self._client()
-                    if self._ping_bucket is None:
-                        await s3.list_buckets()
-                    else:  # needs only bucket-level rights, unlike ListAllMyBuckets
-                        await s3.head_bucket(Bucket=self._ping_bucket)
-        except NotFound as exc:
-            raise StorageError(exc.detail, bucket=self._ping_bucket) from exc
+        async with self._call("ping", self._ping_bucket) as s3:
+            async with asyncio.timeout(self._ping_timeout):
+                if self._ping_bucket is None:
+                    await s3.list_buckets()
+                else:  # needs only bucket-level rights, unlike ListAllMyBuckets
+                    await s3.head_bucket(Bucket=self._ping_bucket)
 
     async def ensure_buckets(self, *names: str) -> None:
         """Create the buckets that are missing; racing another instance is fine."""
         checked = [validate_bucket(name) for name in names]
-        with _s3_errors("connect"):
-            s3 = await self._client()
         for name in checked:
             try:
-                with _s3_errors("check bucket", name):
+                async with self._call("check bucket", name, creating=True) as s3:
                     await s3.head_bucket(Bucket=name)
-            except NotFound:
+            except BucketMissing:
                 location: Any = {"LocationConstraint": self.region}  # stubs want a Literal
                 extra = (
                     {} if self.region == "us-east-1" else {"CreateBucketConfiguration": location}
                 )
-                with contextlib.suppress(Conflict), _s3_errors("create bucket", name):
-                    await s3.create_bucket(Bucket=name, **extra)
+                with contextlib.suppress(Conflict):
+                    async with self._call("create bucket", name) as s3:
+                        await s3.create_bucket(Bucket=name, **extra)
                     logger.info("created bucket %s at %s", name, self.endpoint_url)
 
     async def close(self) -> None:
@@ -542,6 +616,10 @@ class S3ObjectStore:
             stack, self._stack, self._s3 = self._stack, None, None
         if stack is not None:
             await stack.aclose()
+
+
+def _succeeded(task: asyncio.Task[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def create_object_store(settings: Settings) -> ObjectStore:
@@ -566,4 +644,5 @@ def create_object_store(settings: Settings) -> ObjectStore:
         settings.s3_secret_key.get_secret_value(),
         settings.s3_region,
         ping_bucket=settings.s3_plugins_bucket,
+        timeout=settings.s3_timeout,
     )

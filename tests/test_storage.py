@@ -14,7 +14,14 @@ import pytest
 from aiobotocore.config import AioConfig
 
 from isp.config import Settings
-from isp.errors import ConfigError, Conflict, NotFound, StorageError, ValidationFailed
+from isp.errors import (
+    BucketMissing,
+    ConfigError,
+    Conflict,
+    NotFound,
+    StorageError,
+    ValidationFailed,
+)
 from isp.storage import (
     LocalObjectStore,
     ObjectStore,
@@ -90,15 +97,17 @@ async def test_get_missing_object_raises_not_found_naming_bucket_and_key(
     assert caught.value.extra == {"bucket": BUCKET, "key": "nope/missing.zip"}
 
 
-async def test_missing_bucket_raises_not_found(store: ObjectStore) -> None:
+async def test_missing_bucket_is_the_servers_problem_not_a_404(store: ObjectStore) -> None:
     for attempt in (
         lambda: store.get("no-such-bucket", "a"),
         lambda: store.put("no-such-bucket", "a", b"x"),
         lambda: store.list("no-such-bucket"),
         lambda: store.delete("no-such-bucket", "a"),
     ):
-        with pytest.raises(NotFound, match="no-such-bucket"):
+        with pytest.raises(BucketMissing, match="no-such-bucket") as caught:
             await attempt()
+        assert caught.value.status_code == 503
+        assert caught.value.to_problem()["component"] == "object_store"
     assert await store.exists("no-such-bucket", "a") is False
 
 

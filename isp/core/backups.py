@@ -43,7 +43,7 @@ from isp.core.backup_health import record_health
 from isp.core.models import Backup, BackupKind, Device, JobDevice
 from isp.core.schemas import BackupOut
 from isp.crypto import process_box
-from isp.errors import Conflict, ISPError, PluginError, ValidationFailed
+from isp.errors import Conflict, DatabaseUnavailable, ISPError, PluginError, ValidationFailed
 from isp.plugins import registry
 from isp.storage import ObjectStore
 
@@ -107,6 +107,8 @@ async def back_up_device(
         return await _back_up(device, store, bucket, batch)
     try:
         backups = await _back_up(device, store, bucket, None)
+    except DatabaseUnavailable:
+        raise  # nothing can be recorded, and waiting for it again would only delay the 503
     except ISPError as exc:
         await record_health({device.id: {"reason": exc.detail}})
         raise
@@ -192,6 +194,13 @@ async def _store(
         if batch is not None:
             return batch.add(device.id, keyed)
         backups = await _record(device, keyed)
+    except DatabaseUnavailable:
+        # The record's COMMIT may have reached the server before it stopped answering:
+        # an object without a row is harmless, a row whose object was deleted is not.
+        if stored:
+            log.warning("backup objects kept: their record is unconfirmed",
+                        extra={"keys": [key for _, key in keyed]})  # fmt: skip
+        raise
     except BaseException:
         for _, key in keyed if stored else ():
             try:

@@ -62,6 +62,7 @@ class FleetJobs:
         self._store = store
         self._metrics = metrics
         self._backoff = backoff
+        self._queue = queue
         self._slots = asyncio.Semaphore(settings.backup_concurrency)
         self._chunk = queue.task(CHUNK_TASK, self.run_chunk)
         # enough chunks held at once to keep every slot busy, one more for chunk tails
@@ -95,8 +96,8 @@ class FleetJobs:
             return job
         size = self._settings.backup_chunk_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-        await self._chunk.batch_defer_async(
-            *({"job_id": str(job.id), "device_ids": chunk} for chunk in chunks)
+        await self._queue.defer(
+            self._chunk, *({"job_id": str(job.id), "device_ids": chunk} for chunk in chunks)
         )
         log.info("fleet job queued", extra={"job_id": str(job.id), "devices": len(ids),
                                             "chunks": len(chunks)})  # fmt: skip

@@ -58,6 +58,10 @@ class PluginRuntime:
         self._lock = asyncio.Lock()
         self._writes: set[asyncio.Task[None]] = set()
         registry.on_quarantine(self._quarantined)
+        self.changes = asyncio.Lock()
+        """Held by whatever changes which plugins this instance runs (the admin verbs, the
+        sync with other instances), so one never acts on the half-done work of another:
+        an upload installs before it records, and the sync must not remove it meanwhile."""
 
     @property
     def registry(self) -> PluginRegistry:

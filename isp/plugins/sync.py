@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from isp.config import Settings
-from isp.errors import ISPError
+from isp.errors import DatabaseUnavailable, ISPError
 from isp.plugins import archive as zips
 from isp.plugins import store as files
 from isp.plugins.models import PluginGeneration, PluginRecord
@@ -40,7 +40,7 @@ class PluginSync:
         self._store = store
         self._generation: int | None = None
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._lock = runtime.changes
 
     async def start(self) -> None:
         """Reconcile once (integrity check, restore missing folders), then poll."""
@@ -63,6 +63,8 @@ class PluginSync:
                 if generation != self._generation:
                     self._generation = generation
                     await self.reconcile()
+            except DatabaseUnavailable:
+                continue  # logged once by the database client; retried next interval
             except Exception:  # the poller must outlive a database hiccup
                 log.exception("plugin sync failed; retrying")
 

@@ -1,0 +1,125 @@
+"""The asyncpg client of ``isp.dbclients``: deadlines, terminate-on-failure, pool expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    NestedTransactionContext,
+    PoolConnectionWrapper,
+    TransactionContext,
+    TransactionContextPooled,
+)
+from tortoise.connection import get_connections
+
+from isp.availability import Availability
+from isp.dbclients import Bounded, deadline_of, unavailable_reason
+
+
+class _PoolConnection(PoolConnectionWrapper[Any]):
+    """A pooled connection that is terminated, not released, when its call did not end."""
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if (
+            self.connection is not None
+            and exc_val is not None
+            and (isinstance(exc_val, asyncio.CancelledError) or unavailable_reason(exc_val))
+        ):
+            self.connection.terminate()
+        await super().__aexit__(exc_type, exc_val, exc_tb)
+
+
+class BoundedAsyncpgClient(Bounded, AsyncpgDBClient):
+    """asyncpg's client with the deadline on connect, acquire and every statement."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        deadline = deadline_of(kwargs)
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+        self._availability = Availability("database")
+        # Connecting, and the cancel asyncpg sends after a timed-out query, are bounded
+        # too; the server cancels a statement running longer than the deadline.
+        self.extra.setdefault("timeout", deadline)
+        self.extra.setdefault("command_timeout", deadline)
+        self.server_settings.setdefault("statement_timeout", str(int(deadline * 1000)))
+
+    async def _translate_exceptions(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        parent = super()._translate_exceptions
+        return await self._bounded(lambda: parent(func, *args, **kwargs))
+
+    async def _connection_lost(self) -> None:
+        if self._pool is not None:
+            await self._pool.expire_connections()
+
+    def acquire_connection(self) -> Any:
+        return _PoolConnection(self, self._pool_init_lock)
+
+    def _in_transaction(self) -> TransactionContext:
+        return BoundedPooledTransaction(BoundedAsyncpgTransaction(self), self._pool_init_lock)
+
+
+class BoundedAsyncpgTransaction(TransactionWrapper, BoundedAsyncpgClient):
+    """One transaction's connection; a failure terminates it (the server rolls back)."""
+
+    def __init__(self, connection: Any) -> None:
+        TransactionWrapper.__init__(self, connection)
+        self._deadline = connection._deadline
+        self._availability = connection._availability
+        self._broken = False
+
+    def _in_transaction(self) -> TransactionContext:
+        return NestedTransactionContext(BoundedAsyncpgTransaction(self))
+
+    def acquire_connection(self) -> Any:
+        return TransactionWrapper.acquire_connection(self)
+
+    async def _connection_lost(self) -> None:
+        self._broken = True
+        if self._connection is not None:
+            with contextlib.suppress(asyncpg.InterfaceError):  # already back in the pool
+                self._connection.terminate()
+        parent: Any = self._parent
+        while isinstance(parent, BoundedAsyncpgTransaction):
+            parent = parent._parent
+        await BoundedAsyncpgClient._connection_lost(parent)
+
+    async def commit(self) -> None:
+        await self._bounded(super().commit)
+
+    async def rollback(self) -> None:
+        if self._broken:  # the terminated connection took the transaction with it
+            self._finalized = True
+            return
+        await self._bounded(super().rollback)
+
+
+class BoundedPooledTransaction(TransactionContextPooled):
+    """Acquiring the connection and BEGIN together wait no longer than a statement would;
+    a connection whose BEGIN failed goes back to the pool terminated, never half-open."""
+
+    client: BoundedAsyncpgTransaction
+
+    async def __aenter__(self) -> Any:
+        return await self.client._bounded(self._enter)
+
+    async def _enter(self) -> Any:
+        await self.ensure_connection()
+        pool = self.client._parent._pool
+        assert pool is not None  # ensure_connection opened it
+        self.client._connection = await pool.acquire()
+        try:
+            await self.client.begin()
+        except BaseException:
+            connection, self.client._connection = self.client._connection, None
+            connection.terminate()
+            await pool.release(connection)
+            raise
+        self.token = get_connections().set(self.connection_name, self.client)
+        return self.client
+
+
+client_class = BoundedAsyncpgClient

@@ -1,0 +1,103 @@
+"""The SQLite client of ``isp.dbclients``: a busy timeout and the deadline on every call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise.backends.base.client import NestedTransactionContext, TransactionContext
+from tortoise.backends.sqlite.client import (
+    SqliteClient,
+    SqliteTransactionContext,
+    SqliteTransactionWrapper,
+)
+from tortoise.connection import get_connections
+
+from isp.availability import Availability
+from isp.dbclients import Bounded, deadline_of
+
+
+class BoundedSqliteClient(Bounded, SqliteClient):
+    """SQLite's client with a busy timeout and the deadline on every statement."""
+
+    def __init__(self, file_path: str, **kwargs: Any) -> None:
+        deadline = deadline_of(kwargs)
+        super().__init__(file_path, **kwargs)
+        self._deadline = deadline
+        self._availability = Availability("database")
+        # Wait for another process's write lock a little less than the deadline, so the
+        # answer is SQLite's "busy" rather than a cut-off statement.
+        self.pragmas.setdefault("busy_timeout", int(deadline * 800))
+
+    async def execute_insert(self, query: str, values: list[Any]) -> Any:
+        return await self._bounded(lambda: SqliteClient.execute_insert(self, query, values))
+
+    async def execute_many(self, query: str, values: list[list[Any]]) -> None:
+        await self._bounded(lambda: SqliteClient.execute_many(self, query, values))
+
+    async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
+        return await self._bounded(lambda: SqliteClient.execute_query(self, query, values))
+
+    async def execute_query_dict(self, query: str, values: list[Any] | None = None) -> Any:
+        return await self._bounded(lambda: SqliteClient.execute_query_dict(self, query, values))
+
+    async def execute_script(self, query: str) -> None:
+        await self._bounded(lambda: SqliteClient.execute_script(self, query))
+
+    def _in_transaction(self) -> TransactionContext:
+        return BoundedSqliteTransactionContext(BoundedSqliteTransaction(self), self._lock)
+
+
+class BoundedSqliteTransaction(SqliteTransactionWrapper, BoundedSqliteClient):
+    """One SQLite transaction; its statements and its end are bounded like any other."""
+
+    def __init__(self, connection: Any) -> None:
+        SqliteTransactionWrapper.__init__(self, connection)
+        self._deadline = connection._deadline
+        self._availability = connection._availability
+
+    def _in_transaction(self) -> TransactionContext:
+        return NestedTransactionContext(BoundedSqliteTransaction(self))
+
+    async def execute_many(self, query: str, values: list[list[Any]]) -> None:
+        await self._bounded(lambda: SqliteTransactionWrapper.execute_many(self, query, values))
+
+    async def begin(self) -> None:
+        await self._bounded(super().begin)
+
+    async def commit(self) -> None:
+        await self._bounded(super().commit)
+
+    async def rollback(self) -> None:
+        await self._bounded(super().rollback)
+
+    async def savepoint(self) -> None:
+        await self._bounded(super().savepoint)
+
+    async def savepoint_rollback(self) -> None:
+        await self._bounded(super().savepoint_rollback)
+
+    async def release_savepoint(self) -> None:
+        await self._bounded(super().release_savepoint)
+
+
+class BoundedSqliteTransactionContext(SqliteTransactionContext):
+    """Waiting for another transaction to finish is bounded by the deadline too."""
+
+    connection: BoundedSqliteTransaction
+
+    async def __aenter__(self) -> Any:
+        return await self.connection._bounded(self._enter)
+
+    async def _enter(self) -> Any:
+        await self._trxlock.acquire()
+        try:
+            await self.ensure_connection()
+            await self.connection.begin()
+        except BaseException:
+            self._trxlock.release()
+            raise
+        self.token = get_connections().set(self.connection_name, self.connection)
+        return self.connection
+
+
+client_class = BoundedSqliteClient

@@ -1,0 +1,109 @@
+"""Every database call has a deadline and an unavailable database is a 503 naming it.
+
+In-process, on the parametrized databases: SQLite locked by another process's writer,
+a PostgreSQL statement that outlives the deadline, and a pool whose connections are all
+held. ``tests/faults/`` crashes and pauses a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from quart import Quart
+from tortoise.connection import get_connection
+from tortoise.transactions import in_transaction
+
+from isp.app import create_app
+from isp.config import Settings
+from isp.errors import DatabaseUnavailable
+from tests.conftest import Tokens, auth, make_settings
+
+DEADLINE = 1.0
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path, db_timeout=DEADLINE)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Quart]:
+    application = create_app(settings)
+    async with application.test_app():
+        yield application
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_sqlite_file_locked_by_another_writer_is_a_prompt_503(
+    app: Quart, tokens: Tokens, database_url: str
+) -> None:
+    client = app.test_client()
+    path = database_url.removeprefix("sqlite://")
+
+    def lock() -> sqlite3.Connection:
+        other = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        return other
+
+    other = await asyncio.to_thread(lock)
+    try:
+        started = time.monotonic()
+        response = await client.post(
+            "/customers", json={"name": "A"}, headers=auth(tokens.operator)
+        )
+        took = time.monotonic() - started
+        problem = await response.get_json()
+        assert response.status_code == 503, problem
+        assert problem["component"] == "database"
+        assert "busy" in problem["detail"]
+        assert response.headers["Retry-After"]
+        assert took < DEADLINE + 1
+    finally:
+        await asyncio.to_thread(other.close)
+    response = await client.post("/customers", json={"name": "B"}, headers=auth(tokens.operator))
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_statement_past_the_deadline_is_cut_and_the_pool_serves_on(app: Quart) -> None:
+    connection = get_connection("default")
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="ISP_DB_TIMEOUT"):
+        await connection.execute_query("SELECT pg_sleep(30)")
+    assert time.monotonic() - started < DEADLINE + 1
+    assert (await connection.execute_query("SELECT 1 AS one"))[1][0]["one"] == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_full_pool_is_a_prompt_503_not_a_wait(app: Quart, tokens: Tokens) -> None:
+    client = app.test_client()
+    held = asyncio.Event()
+    release = asyncio.Event()
+    holding = 0
+
+    async def hold() -> None:
+        nonlocal holding
+        async with in_transaction():
+            holding += 1
+            if holding == 5:  # Tortoise's default pool size
+                held.set()
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(5)]
+    try:
+        await asyncio.wait_for(held.wait(), 10)
+        started = time.monotonic()
+        response = await client.get("/customers", headers=auth(tokens.reader))
+        problem = await response.get_json()
+        assert response.status_code == 503, problem
+        assert problem["component"] == "database"
+        assert time.monotonic() - started < DEADLINE + 1
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+    assert (await client.get("/customers", headers=auth(tokens.reader))).status_code == 200
