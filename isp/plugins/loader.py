@@ -29,7 +29,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 
 import isp
-from isp.errors import PluginInvalid
+from isp.errors import PluginInvalid, hook_fields
 from isp.plugins.discovery import PluginSource
 from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, staging
 from isp.plugins.manifest import Manifest, resolve_timeout
@@ -316,9 +316,7 @@ def _validate(
             except SignatureMismatch as exc:
                 raise PluginInvalid(
                     f"{source.label}: hook {reg.function} for {reg.event}: {exc}",
-                    plugin=source.name,
-                    hook=reg.function,
-                    event=reg.event,
+                    **hook_fields(source.name, reg.function, reg.event),
                 ) from None
         timeout = resolve_timeout(reg.timeout, spec.timeout)
         entries.append(HookEntry(source.name, reg, timeout=timeout, critical=spec.critical))

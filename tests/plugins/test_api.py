@@ -79,7 +79,8 @@ async def test_detail_has_stats_per_hook(api: Api) -> None:
     status, body = await get_json(api, "/plugins/dummy")
     assert status == 200
     stats = {s["hook"]: s for s in body["stats"]}
-    assert stats["customer_created"]["calls"] == 1
+    assert stats["handlers.greet"]["event"] == "customer_created"
+    assert stats["handlers.greet"]["calls"] == 1
 
 
 async def test_unknown_plugin_is_a_404_problem(api: Api) -> None:
