@@ -50,6 +50,10 @@ class PluginRuntime:
         self._settings_store = settings_store if settings_store is not None else SettingsStore()
         self._states: dict[str, PluginState] = {}
         self._lock = asyncio.Lock()
+        # Held by whoever changes which plugins this instance has: the admin verbs
+        # (PluginService) and convergence (PluginSync). Without it, a reconcile that read
+        # the records just before an uninstall fetched the plugin back.
+        self.changes = asyncio.Lock()
 
     @property
     def registry(self) -> PluginRegistry:

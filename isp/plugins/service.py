@@ -76,7 +76,7 @@ class PluginService:
         self._settings = settings
         self._runtime = runtime
         self._store = store
-        self._lock = asyncio.Lock()
+        self._lock = runtime.changes
 
     @property
     def runtime(self) -> PluginRuntime:

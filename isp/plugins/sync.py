@@ -40,7 +40,7 @@ class PluginSync:
         self._store = store
         self._generation: int | None = None
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._lock = runtime.changes  # one writer at a time with the admin verbs
 
     async def start(self) -> None:
         """Reconcile once (integrity check, restore missing folders), then poll."""
