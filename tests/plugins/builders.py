@@ -109,6 +109,14 @@ async def upload(client: Client, token: str, data: bytes, query: str = "") -> An
     )  # fmt: skip
 
 
+async def stamped(client: Client, token: str) -> str | None:
+    """Create a customer; the address the ``stamp`` plugin wrote (None: no stamp ran)."""
+    response = await client.post("/customers", json={"name": "c"}, headers=auth(token))
+    assert response.status_code == 201, await response.get_data(as_text=True)
+    address: str | None = (await response.get_json())["address"]
+    return address
+
+
 ManifestData = dict[str, Any]
 
 DEMO_MANIFEST: ManifestData = {

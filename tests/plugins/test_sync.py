@@ -1,10 +1,12 @@
-"""PluginSync across instances: two real server processes on one PostgreSQL and one S3 server
-converge within 5 s."""
+"""PluginSync: at start-up an instance checks its plugins' files against the records and
+fetches what it lacks (both databases, both object stores); across instances, two real
+server processes on one PostgreSQL and one S3 server converge within 5 s."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,9 +16,12 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import TEST_SECRET_KEY
+from isp.app import create_app
+from isp.config import Settings
+from tests.conftest import TEST_SECRET_KEY, auth
 from tests.plugins import builders
-from tests.plugins.builders import free_port, stamp_zip, start_server, until
+from tests.plugins.builders import free_port, stamp_zip, stamped, start_server, until, upload
+from tests.plugins.conftest import STORES
 from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
 
 CONVERGENCE = 5.0
@@ -44,6 +49,64 @@ async def label(customer, db):
     customer.phone = plugin.settings.label
     await customer.save(using_db=db, update_fields=["phone"])
 """
+
+
+async def first_admin_token() -> str:
+    from isp.auth.roles import add_user
+    from isp.auth.tokens import issue_token
+
+    await add_user("alice", ["admin"])
+    return await issue_token("alice", ["admin"])
+
+
+@STORES
+async def test_tampered_file_is_detected_at_start_and_missing_folder_restored(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+    async with app.test_app():
+        client = app.test_client()
+        token = await first_admin_token()
+        await upload(client, token, stamp_zip(name="stamp"))
+        await upload(client, token, stamp_zip(name="other"))
+
+    handlers = settings.plugins_dir / "stamp" / "handlers.py"
+    handlers.write_text(handlers.read_text() + "\n# a hand edit\n")
+    shutil.rmtree(settings.plugins_dir / "other")
+
+    app = create_app(settings)
+    async with app.test_app():
+        client = app.test_client()
+        stamp = await (await client.get("/plugins/stamp", headers=auth(token))).get_json()
+        assert stamp["status"] == "error"
+        assert "checksum mismatch" in stamp["error"]
+        other = await (await client.get("/plugins/other", headers=auth(token))).get_json()
+        assert other["status"] == "active"
+        assert (settings.plugins_dir / "other" / "handlers.py").exists()
+
+
+@STORES
+async def test_instance_behind_an_upgrade_done_elsewhere_fetches_it_at_start(
+    settings: Settings, tmp_path: Path
+) -> None:
+    other = settings.model_copy(update={"plugins_dir": tmp_path / "plugins-other"})
+    first = create_app(settings)
+    async with first.test_app():
+        token = await first_admin_token()
+        assert (await upload(first.test_client(), token, stamp_zip())).status_code == 201
+
+    second = create_app(other)  # another instance, while the first is down
+    async with second.test_app():
+        client = second.test_client()
+        upgraded = await upload(client, token, stamp_zip(version="2.0.0"))
+        assert upgraded.status_code == 200, await upgraded.get_data(as_text=True)
+
+    first = create_app(settings)
+    async with first.test_app():
+        client = first.test_client()
+        stamp = await (await client.get("/plugins/stamp", headers=auth(token))).get_json()
+        assert (stamp["status"], stamp["version"]) == ("active", "2.0.0")
+        assert await stamped(client, token) == "stamp-2.0.0"
 
 
 def tuned_zip() -> bytes:
