@@ -217,8 +217,17 @@ def _namespace_modules(name: str) -> dict[str, ModuleType]:
     }
 
 
+_NAMESPACE_LOCK = threading.Lock()
+
+
 def _ensure_namespace() -> None:
-    """Create the ``isp_plugins`` package (a bare namespace) and its finder, once."""
+    """Create the ``isp_plugins`` package (a bare namespace) and its finder, once; plugins
+    import in threads side by side, so the first two must not both create it."""
+    with _NAMESPACE_LOCK:
+        _create_namespace()
+
+
+def _create_namespace() -> None:
     if NAMESPACE not in sys.modules:
         namespace = ModuleType(NAMESPACE, "Plugins loaded by isp.plugins.loader.")
         namespace.__path__ = []

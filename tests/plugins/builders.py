@@ -291,10 +291,7 @@ class Server:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "isp", "serve", "--port", str(self.port), env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        self.process = await start_server(self.port, self.env)
 
     async def ready(self, within: float) -> float:
         async with httpx.AsyncClient(timeout=2) as client:

@@ -138,6 +138,38 @@ async def test_restart_with_a_plugin_whose_import_sleeps_serves_within_15_s(
         assert created.json()["address"] == "stamp-1.0.0"
 
 
+async def test_two_plugins_whose_imports_hang_cost_one_import_timeout_at_start(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    env = server_env(tmp_path)  # the default ISP_PLUGIN_IMPORT_TIMEOUT: 10 s
+    token = await admin_token(env)
+    plugins_dir = tmp_path / "plugins"
+    for name in ("slow", "stuck"):  # one after the other, they would take 20 s
+        hang = "import time\ntime.sleep(60)\nfrom isp.plugins import Plugin\nplugin = Plugin()\n"
+        write_plugin(plugins_dir, name, plugin_files(name, init=hang))
+    write_plugin(plugins_dir, "stamp", stamp("1.0.0"))
+    write_plugin(plugins_dir, "addon", plugin_files("addon", requires={"stamp": ">=1.0"}))
+    write_plugin(plugins_dir, "after_slow", plugin_files("after_slow", requires={"slow": ">=1.0"}))
+
+    started = time.monotonic()
+    server = await serve(servers, env)
+    await server.ready(within=15)
+    assert time.monotonic() - started < 15
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as client:
+        plugins = (await client.get("/plugins")).json()["plugins"]
+        listed: dict[str, Any] = {p["name"]: p for p in plugins}
+        for name in ("slow", "stuck"):
+            assert listed[name]["status"] == "error"
+            assert "did not finish importing within 10 s" in listed[name]["error"]
+        assert listed["after_slow"]["status"] == "error"  # loaded after what it requires
+        assert "slow" in listed["after_slow"]["error"]
+        assert (listed["stamp"]["status"], listed["addon"]["status"]) == ("active", "active")
+        created = await client.post("/customers", json={"name": "c"})
+        assert created.json()["address"] == "stamp-1.0.0"
+
+
 async def test_uninstall_works_with_the_service_stopped_and_runs_no_plugin_code(
     tmp_path: Path, servers: list[Server]
 ) -> None:
