@@ -17,6 +17,7 @@ import asyncio
 import builtins
 import inspect
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,37 +122,57 @@ class PluginRuntime:
         checked against the tree digest before every load from now on. ``manifest``: the
         one already parsed from its zip (not read again from disk).
         """
+        source = await self._source(name, manifest)
+        async with self._lock:
+            return await self._load_one(source, installed)
+
+    async def load_plugins(self, installed: Mapping[str, tuple[str, str]]) -> None:
+        """Load or reload uploaded versions (name -> (zip sha256, tree sha256)) side by
+        side, as :meth:`start` does: a plugin after those of the batch it requires."""
+        sources = [await self._source(name, None) for name in sorted(installed)]
+        by_name = {source.name: source for source in sources}
+        async with self._lock:
+            requires = {s.name: dict(s.manifest.requires) if s.manifest else {} for s in sources}
+            waves, cycle = load_waves(requires)
+            for wave in [*waves, *([name] for name in sorted(cycle))]:  # a cycle: unmet
+                await asyncio.gather(*(self._load_one(by_name[n], installed[n]) for n in wave))
+
+    async def _source(self, name: str, manifest: Manifest | None) -> PluginSource:
         folder = self._settings.plugins_dir / name
         if manifest is not None:
-            source = PluginSource(name, folder, f"{folder.parent.name}/{name}", manifest)
-        else:
-            source = await asyncio.to_thread(describe, folder)
-        async with self._lock:
-            state = self._states.get(name)
-            if state is None:
-                known = await records.sync_local([source])
-                record = known.get(name)
-                state = PluginState(
-                    name,
-                    source,
-                    enabled=record.enabled if record else True,
-                    origin=record.source if record else "local",
-                    sha256=record.sha256 if record else None,
-                    tree_sha256=record.tree_sha256 if record else None,
-                )
-                self._states[name] = state
-            previous = (state.origin, state.sha256, state.tree_sha256)
-            first = state.loaded is None
-            if installed is not None:
-                state.origin, (state.sha256, state.tree_sha256) = "upload", installed
-            await self._load(state, source, migrate=first or installed is not None)
-            if installed is not None and (
-                state.loaded is None or state.loaded.path != folder or state.reload_error
-            ):
-                state.origin, state.sha256, state.tree_sha256 = previous
-            if state.loaded is not None and state.loaded_at and state.source is source:
-                await records.sync_local([source])  # the version now serving
-            return self._describe(state)
+            return PluginSource(name, folder, f"{folder.parent.name}/{name}", manifest)
+        return await asyncio.to_thread(describe, folder)
+
+    async def _load_one(
+        self, source: PluginSource, installed: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        """:meth:`load_plugin`'s work, with the lock held."""
+        name = source.name
+        state = self._states.get(name)
+        if state is None:
+            known = await records.sync_local([source])
+            record = known.get(name)
+            state = PluginState(
+                name,
+                source,
+                enabled=record.enabled if record else True,
+                origin=record.source if record else "local",
+                sha256=record.sha256 if record else None,
+                tree_sha256=record.tree_sha256 if record else None,
+            )
+            self._states[name] = state
+        previous = (state.origin, state.sha256, state.tree_sha256)
+        first = state.loaded is None
+        if installed is not None:
+            state.origin, (state.sha256, state.tree_sha256) = "upload", installed
+        await self._load(state, source, migrate=first or installed is not None)
+        if installed is not None and (
+            state.loaded is None or state.loaded.path != source.path or state.reload_error
+        ):
+            state.origin, state.sha256, state.tree_sha256 = previous
+        if state.loaded is not None and state.loaded_at and state.source is source:
+            await records.sync_local([source])  # the version now serving
+        return self._describe(state)
 
     async def unload_plugin(self, name: str) -> None:
         """Drop a plugin's hooks and code; emits in flight finish on the old code."""

@@ -109,6 +109,49 @@ async def test_instance_behind_an_upgrade_done_elsewhere_fetches_it_at_start(
         assert await stamped(client, token) == "stamp-2.0.0"
 
 
+# Imported in the server once `go` exists, it waits for its partner's import to begin:
+# imported one after the other, the first would wait past the import timeout.
+PARTNER_INIT = """
+import sys, time
+from pathlib import Path
+from isp.plugins import Plugin
+
+markers = Path({markers!r})
+if (markers / "go").exists() and not sys.argv[0].endswith("candidate.py"):
+    (markers / {name!r}).touch()
+    deadline = time.monotonic() + 60
+    while not (markers / {partner!r}).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+plugin = Plugin()
+"""
+
+
+async def test_plugins_fetched_at_start_import_side_by_side(
+    settings: Settings, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    pair = {"left": "right", "right": "left"}
+    first = create_app(settings)
+    async with first.test_app():
+        token = await first_admin_token()
+        for name, partner in pair.items():
+            init = PARTNER_INIT.format(markers=str(markers), name=name, partner=partner)
+            files = {**builders.stamp_files(name), "__init__.py": init}
+            installed = await upload(first.test_client(), token, builders.zip_of(name, files))
+            assert installed.status_code == 201, await installed.get_data(as_text=True)
+    for name in pair:  # a wiped disk: the next start fetches both from the object store
+        shutil.rmtree(settings.plugins_dir / name)
+    (markers / "go").touch()
+
+    again = create_app(settings.model_copy(update={"plugin_import_timeout": 5}))
+    async with again.test_app():
+        client = again.test_client()
+        listed = await (await client.get("/plugins", headers=auth(token))).get_json()
+        served = {p["name"]: (p["status"], p["error"]) for p in listed["plugins"]}
+        assert served == {"left": ("active", None), "right": ("active", None)}
+
+
 def tuned_zip() -> bytes:
     """A plugin whose hook shows its current setting in the customer's phone field."""
     files = builders.plugin_files(
