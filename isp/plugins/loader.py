@@ -217,13 +217,16 @@ def _namespace_modules(name: str) -> dict[str, ModuleType]:
     }
 
 
-_NAMESPACE_LOCK = threading.Lock()
+# Plugins import in threads side by side; what they change of the process-wide import
+# state (the namespace package, its finder, the path importer cache) changes under this
+# lock: two concurrent importlib.invalidate_caches() calls delete the same cache entry,
+# and the second raises KeyError.
+_IMPORT_STATE = threading.Lock()
 
 
 def _ensure_namespace() -> None:
-    """Create the ``isp_plugins`` package (a bare namespace) and its finder, once; plugins
-    import in threads side by side, so the first two must not both create it."""
-    with _NAMESPACE_LOCK:
+    """Create the ``isp_plugins`` package (a bare namespace) and its finder, once."""
+    with _IMPORT_STATE:
         _create_namespace()
 
 
@@ -250,7 +253,8 @@ def _import(source: PluginSource) -> tuple[object, list[Registration]]:
     if spec is None or spec.loader is None:  # pragma: no cover - a file location always works
         raise PluginInvalid(f"{source.label}/__init__.py: cannot be imported", plugin=source.name)
     module = importlib.util.module_from_spec(spec)
-    importlib.invalidate_caches()  # a hot reload may have added files a cache has not seen
+    with _IMPORT_STATE:
+        importlib.invalidate_caches()  # a hot reload may have added files a cache has not seen
     with staging() as table:
         sys.modules[module_name] = module
         try:
