@@ -117,6 +117,55 @@ async def stamped(client: Client, token: str) -> str | None:
     return address
 
 
+TABLE_MODELS = '''
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Note(Model):
+    """A note the plugin keeps about each new customer."""
+
+    id = fields.IntField(primary_key=True)
+    customer_id = fields.IntField(db_index=True)
+    text = fields.CharField(max_length=200)
+
+    class Meta:
+        table = "{table}"
+'''
+
+TABLE_MIGRATION = """
+from tortoise import fields, migrations
+from tortoise.migrations import operations as ops
+
+
+class Migration(migrations.Migration):
+    initial = True
+
+    operations = [
+        ops.CreateModel(
+            name="Note",
+            fields=[
+                ("id", fields.IntField(generated=True, primary_key=True, db_index=True)),
+                ("customer_id", fields.IntField(db_index=True)),
+                ("text", fields.CharField(max_length=200)),
+            ],
+            options={{"table": "{table}", "app": "plugin_{name}", "pk_attr": "id"}},
+            bases=["Model"],
+        ),
+    ]
+"""
+
+
+def table_files(name: str, table: str | None = None) -> dict[str, str]:
+    """A plugin's own table (model ``Note``, default ``<name>_note``) and its migration."""
+    table = table or f"{name}_note"
+    return {
+        "models.py": TABLE_MODELS.format(table=table),
+        "migrations/__init__.py": "",
+        "migrations/0001_initial.py": TABLE_MIGRATION.format(table=table, name=name),
+    }
+
+
 ManifestData = dict[str, Any]
 
 DEMO_MANIFEST: ManifestData = {
