@@ -180,11 +180,19 @@ class DatabaseUnavailable(ISPError):
     component = "database"
 
 
+def hook_fields(plugin: str | None, hook: str | None, event: str) -> dict[str, Any]:
+    """How a problem or an audit entry names a hook: ``hook`` is the function
+    (``handlers.provision``), ``event`` the event; ``function`` repeats ``hook`` under
+    the name it was first published as."""
+    return {"plugin": plugin, "hook": hook, "event": event, "function": hook}
+
+
 class PluginError(ISPError):
     """Raised by a plugin hook to abort the workflow that emitted the event.
 
-    ``plugin`` and ``hook`` are filled in by the dispatcher when the hook did not set them.
-    ``status`` may be passed to choose the HTTP answer (422 by default).
+    ``plugin``, ``hook`` (the function), ``event`` and ``function`` are filled in by the
+    dispatcher when the hook did not set them (:func:`hook_fields`). ``status`` may be
+    passed to choose the HTTP answer (422 by default).
     """
 
     status = 422

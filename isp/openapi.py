@@ -37,6 +37,10 @@ PROBLEM_SCHEMA: Final = {
                 "properties": {"loc": {"type": "array"}, "msg": {"type": "string"}},
             },
         },
+        "plugin": {"description": "the plugin that stopped the workflow"},
+        "hook": {"description": "its function, module-relative: `handlers.provision`"},
+        "event": {"description": "the event the hook ran for: `service_provision`"},
+        "function": {"description": "the same as `hook` (its earlier name)"},
     },
     "additionalProperties": True,
 }

@@ -79,7 +79,7 @@ async def test_metrics_count_hook_calls_workflows_and_requests(client: Any, toke
 
     found = await scrape(client, tokens.reader)
 
-    hook = {"plugin": "gate", "hook": "customer_created", "event": "customer_created"}
+    hook = {"plugin": "gate", "hook": "handlers.gate", "event": "customer_created"}
     assert value(found, "isp_hook_calls_total", **hook, outcome="ok") == 2
     assert value(found, "isp_hook_calls_total", **hook, outcome="error") == 1
     assert value(found, "isp_hook_calls_total", **hook, outcome="timeout") == 0

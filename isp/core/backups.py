@@ -43,7 +43,14 @@ from isp.core.backup_health import record_health
 from isp.core.models import Backup, BackupKind, Device, JobDevice
 from isp.core.schemas import BackupOut
 from isp.crypto import process_box
-from isp.errors import Conflict, DatabaseUnavailable, ISPError, PluginError, ValidationFailed
+from isp.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    ISPError,
+    PluginError,
+    ValidationFailed,
+    hook_fields,
+)
 from isp.plugins import registry
 from isp.storage import ObjectStore
 
@@ -64,31 +71,30 @@ class Artifact:
     keep_unchanged: int | None = None
 
 
-def _artifact(value: Any, plugin: str) -> Artifact:
-    """Validate what a hook returned; a malformed artifact is the plugin's error."""
+def _artifact(value: Any, plugin: str, hook: str | None) -> Artifact:
+    """Validate what hook ``plugin.hook`` returned; a malformed artifact is its error."""
     item = value if isinstance(value, Mapping) else getattr(value, "__dict__", {})
     data = item.get("data")
     if not isinstance(data, bytes | bytearray) or not data:
-        raise _malformed(plugin, "'data' must be non-empty bytes")
+        raise _malformed(plugin, hook, "'data' must be non-empty bytes")
     try:
         kind = BackupKind(str(item.get("kind")))
     except ValueError as exc:
         why = f"'kind' must be export or binary, not {item.get('kind')!r}"
-        raise _malformed(plugin, why) from exc
+        raise _malformed(plugin, hook, why) from exc
     digest = item.get("sha256") or hashlib.sha256(data).hexdigest()
     keep = item.get("keep_unchanged")
     if keep is not None and (not isinstance(keep, int) or keep < 0):
-        raise _malformed(plugin, "'keep_unchanged' must be a whole number >= 0")
+        raise _malformed(plugin, hook, "'keep_unchanged' must be a whole number >= 0")
     return Artifact(
         kind=kind, data=bytes(data), sha256=str(digest), plugin=plugin, keep_unchanged=keep
     )
 
 
-def _malformed(plugin: str, why: str) -> PluginError:
+def _malformed(plugin: str, hook: str | None, why: str) -> PluginError:
     return PluginError(
-        f"device_backup returned a malformed artifact: {why}",
-        plugin=plugin,
-        hook="device_backup",
+        f"{plugin}.{hook} returned a malformed artifact: {why}",
+        **hook_fields(plugin, hook, events.DEVICE_BACKUP),
         status=502,
     )
 
@@ -145,7 +151,7 @@ async def _back_up(
     artifacts: list[Artifact] = []
     for result in results:
         values = result.value if isinstance(result.value, list | tuple) else [result.value]
-        artifacts += [_artifact(v, result.plugin) for v in values if v is not None]
+        artifacts += [_artifact(v, result.plugin, result.hook) for v in values if v is not None]
     if not artifacts:
         raise Conflict(
             f"no enabled plugin backs up {device.vendor.value} devices "
@@ -161,7 +167,9 @@ def _finished(error: PluginError) -> list[Artifact]:
     if not isinstance(values, list | tuple) or not values:
         return []
     try:
-        return [_artifact(v, error.plugin or "unknown") for v in values if v is not None]
+        return [
+            _artifact(v, error.plugin or "unknown", error.hook) for v in values if v is not None
+        ]
     except PluginError as malformed:
         log.warning(
             "a failed device_backup hook carried malformed artifacts; none stored",

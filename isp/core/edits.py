@@ -25,7 +25,7 @@ from isp.core.schemas import CustomerPatch, DevicePatch, PlanPatch, ServicePatch
 from isp.core.status import check_move
 from isp.core.workflows import emit_in_transaction, require_driver
 from isp.crypto import SecretBox
-from isp.errors import Conflict, NotFound, PluginError, ValidationFailed
+from isp.errors import Conflict, NotFound, PluginError, ValidationFailed, hook_fields
 from isp.plugins import registry
 from isp.storage import ObjectStore
 
@@ -243,7 +243,10 @@ async def force_terminate(service_id: int, actor: Principal) -> tuple[Service, l
             service = await _terminated(conn, service_id)
             results = await registry.emit(events.SERVICE_TERMINATE, service, db=conn)
             failures = [
-                {"plugin": r.plugin, "hook": r.hook, "reason": r.error.detail}
+                {
+                    **hook_fields(r.plugin, r.hook, events.SERVICE_TERMINATE),
+                    "reason": r.error.detail,
+                }
                 for r in results
                 if r.error is not None
             ]
@@ -294,7 +297,10 @@ def failures_of(exc: PluginError) -> list[dict[str, Any]]:
     listed = exc.extra.get("failures")
     if isinstance(listed, list):
         return [
-            {"plugin": f.get("plugin"), "hook": f.get("hook"), "reason": f.get("detail")}
+            {
+                **hook_fields(f.get("plugin"), f.get("hook"), events.SERVICE_TERMINATE),
+                "reason": f.get("detail"),
+            }
             for f in listed
         ]
-    return [{"plugin": exc.plugin, "hook": exc.hook, "reason": exc.detail}]
+    return [{**hook_fields(exc.plugin, exc.hook, events.SERVICE_TERMINATE), "reason": exc.detail}]

@@ -238,7 +238,7 @@ class _Flusher:
 
 def _failure(device_id: int, reason: str, extra: dict[str, Any], attempts: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"device_id": device_id, "reason": reason, "attempts": attempts}
-    for key in ("plugin", "hook", "step"):
+    for key in ("plugin", "hook", "event", "function", "step"):
         if key in extra:
             entry[key] = extra[key]
     if "stored" in extra:  # a partial backup: the kinds that were stored anyway

@@ -23,7 +23,7 @@ from isp.core.models import Customer, Device, Plan, Service
 from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
 from isp.core.status import check_move
 from isp.crypto import SecretBox
-from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
+from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed, hook_fields
 from isp.metrics import count_workflow
 from isp.pk_reads import get_by_pk
 from isp.plugins import registry
@@ -58,9 +58,7 @@ async def emit_in_transaction(
             raise HookCrashed(
                 f"hook {first.plugin}.{first.hook} failed ({why}) and left the database "
                 "transaction unusable; the workflow was rolled back",
-                plugin=first.plugin,
-                hook=first.hook,
-                event=event,
+                **hook_fields(first.plugin, first.hook, event),
             ) from exc
     count_workflow(event, ok=True)
     return results

@@ -96,8 +96,14 @@ def find_cycle(requires: Mapping[str, Mapping[str, str]]) -> list[str] | None:
     return None
 
 
-def load_order(requires: Mapping[str, Mapping[str, str]]) -> tuple[list[str], dict[str, str]]:
-    """Names in dependency order, and the plugins refused because of a cycle (with why)."""
+def load_waves(
+    requires: Mapping[str, Mapping[str, str]],
+) -> tuple[list[list[str]], dict[str, str]]:
+    """Names in waves, and the plugins refused because of a cycle (with why).
+
+    A wave's plugins require none of each other, only plugins of earlier waves (or
+    plugins that are not there), so they may load at the same time.
+    """
     refused: dict[str, str] = {}
     remaining = {name: dict(deps) for name, deps in requires.items()}
     while (cycle := find_cycle(remaining)) is not None:
@@ -105,7 +111,7 @@ def load_order(requires: Mapping[str, Mapping[str, str]]) -> tuple[list[str], di
         for name in cycle[:-1]:
             refused[name] = why
             remaining.pop(name, None)
-    order: list[str] = []
+    waves: list[list[str]] = []
     placed: set[str] = set()
     while len(placed) < len(remaining):
         ready = sorted(
@@ -113,9 +119,9 @@ def load_order(requires: Mapping[str, Mapping[str, str]]) -> tuple[list[str], di
             for name, deps in remaining.items()
             if name not in placed and all(d in placed or d not in remaining for d in deps)
         )
-        order += ready
+        waves.append(ready)
         placed.update(ready)
-    return order, refused
+    return waves, refused
 
 
 def dependants(name: str, graph: Graph, *, enabled_only: bool = True) -> list[str]:

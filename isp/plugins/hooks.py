@@ -90,8 +90,9 @@ def staged_table() -> list[Registration] | None:
 class HookEntry:
     """A published hook: one plugin's function for one event, with its stats.
 
-    A plugin may have several hooks for one event; ``hook`` is the event's name (what
-    problems and stats show), ``function`` names the function (``handlers.gate``).
+    A plugin may have several hooks for one event, so ``hook`` names the function
+    (``handlers.gate``, what problems, logs, stats and metrics show) and ``event`` the
+    event; ``function`` is the same as ``hook`` (the name problems carried first).
     ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
     ``takes``: the named arguments the function accepts (None: all, ``**kwargs``);
     dispatch passes only those. ``threads``: where a ``def`` hook runs, its plugin's
@@ -116,7 +117,7 @@ class HookEntry:
         self, plugin: str, reg: Registration, *, timeout: float | None, critical: bool
     ) -> None:
         self.plugin = plugin
-        self.hook = reg.event
+        self.hook = reg.function
         self.event = reg.event
         self.function = reg.function
         self.func = reg.func

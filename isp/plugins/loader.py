@@ -29,7 +29,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 
 import isp
-from isp.errors import PluginInvalid
+from isp.errors import PluginInvalid, hook_fields
 from isp.plugins.discovery import PluginSource
 from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, staging
 from isp.plugins.manifest import Manifest, resolve_timeout
@@ -217,8 +217,20 @@ def _namespace_modules(name: str) -> dict[str, ModuleType]:
     }
 
 
+# Plugins import in threads side by side; what they change of the process-wide import
+# state (the namespace package, its finder, the path importer cache) changes under this
+# lock: two concurrent importlib.invalidate_caches() calls delete the same cache entry,
+# and the second raises KeyError.
+_IMPORT_STATE = threading.Lock()
+
+
 def _ensure_namespace() -> None:
     """Create the ``isp_plugins`` package (a bare namespace) and its finder, once."""
+    with _IMPORT_STATE:
+        _create_namespace()
+
+
+def _create_namespace() -> None:
     if NAMESPACE not in sys.modules:
         namespace = ModuleType(NAMESPACE, "Plugins loaded by isp.plugins.loader.")
         namespace.__path__ = []
@@ -241,7 +253,8 @@ def _import(source: PluginSource) -> tuple[object, list[Registration]]:
     if spec is None or spec.loader is None:  # pragma: no cover - a file location always works
         raise PluginInvalid(f"{source.label}/__init__.py: cannot be imported", plugin=source.name)
     module = importlib.util.module_from_spec(spec)
-    importlib.invalidate_caches()  # a hot reload may have added files a cache has not seen
+    with _IMPORT_STATE:
+        importlib.invalidate_caches()  # a hot reload may have added files a cache has not seen
     with staging() as table:
         sys.modules[module_name] = module
         try:
@@ -316,9 +329,7 @@ def _validate(
             except SignatureMismatch as exc:
                 raise PluginInvalid(
                     f"{source.label}: hook {reg.function} for {reg.event}: {exc}",
-                    plugin=source.name,
-                    hook=reg.function,
-                    event=reg.event,
+                    **hook_fields(source.name, reg.function, reg.event),
                 ) from None
         timeout = resolve_timeout(reg.timeout, spec.timeout)
         entries.append(HookEntry(source.name, reg, timeout=timeout, critical=spec.critical))

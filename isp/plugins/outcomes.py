@@ -1,9 +1,9 @@
 """How one hook call ended: counted, logged, and turned into the error the API shows.
 
 Every finished call goes through here exactly once: ``succeeded`` on the hot path,
-``settle`` otherwise. A failure becomes a ``PluginError`` carrying ``plugin``, ``hook``,
-``event``, ``function`` (which of the plugin's functions for the event) and ``detail`` in
-``extra`` (rendered into problem+json): the hook's own
+``settle`` otherwise. A failure becomes a ``PluginError`` carrying ``plugin``, ``hook``
+(the function, ``handlers.gate``), ``event``, ``function`` (the same as ``hook``) and
+``detail`` in ``extra`` (rendered into problem+json): the hook's own
 ``PluginError`` (its status, 422 by default), ``HookTimeout`` (504) or ``HookCrashed``
 (502, traceback logged). A hook that ignored its cancellation past the grace is
 ``abandoned`` (``HookAbandoned``, 504); one of a quarantined plugin is ``held``
@@ -24,6 +24,7 @@ from isp.errors import (
     PluginError,
     PluginQuarantined,
     WorkflowAborted,
+    hook_fields,
 )
 from isp.plugins.hooks import HookEntry, HookResult
 
@@ -70,12 +71,14 @@ def failure_of(
     """The error that names plugin, hook and why; ``extra`` feeds the problem+json."""
     failure: PluginError
     if expired:
-        detail = f"hook {entry.plugin}.{entry.hook} did not finish within {timeout:g} s"
+        detail = f"hook {entry.plugin}.{entry.hook} on {event} did not finish within {timeout:g} s"
         failure = HookTimeout(detail, timeout=timeout)
     elif isinstance(error, PluginError):
         failure = error  # the plugin's own status and message; fill in what it left out
     else:
-        detail = f"hook {entry.plugin}.{entry.hook} crashed: {type(error).__name__}: {error}"
+        detail = (
+            f"hook {entry.plugin}.{entry.hook} on {event} crashed: {type(error).__name__}: {error}"
+        )
         failure = HookCrashed(detail[:500])
         failure.__cause__ = error
     _identify(failure, entry, event)
@@ -83,10 +86,8 @@ def failure_of(
 
 
 def _identify(failure: PluginError, entry: HookEntry, event: str) -> None:
-    failure.extra.setdefault("plugin", entry.plugin)
-    failure.extra.setdefault("hook", entry.hook)
-    failure.extra.setdefault("event", event)
-    failure.extra.setdefault("function", entry.function)  # one of several for the event
+    for key, value in hook_fields(entry.plugin, entry.hook, event).items():
+        failure.extra.setdefault(key, value)
     failure.extra.setdefault("detail", failure.detail)
 
 
@@ -94,7 +95,7 @@ def abandoned(entry: HookEntry, event: str, timeout: float, grace: float) -> Hoo
     """A hook still running ``grace`` seconds after its cancellation: counted, logged, and
     a ``HookAbandoned`` whose ``quarantined`` says why its plugin is quarantined."""
     reason = (
-        f"hook {entry.plugin}.{entry.hook} ({entry.function}) ignored its cancellation: still "
+        f"hook {entry.plugin}.{entry.hook} on {event} ignored its cancellation: still "
         f"running {grace:g} s after it was cancelled (timeout {timeout:g} s)"
     )
     failure = HookAbandoned(
@@ -127,7 +128,11 @@ def aggregate(failures: list[PluginError], event: str) -> PluginError:
     if len(failures) == 1:
         return first
     items = [
-        {"plugin": f.plugin, "hook": f.hook, "status": f.status_code, "detail": f.detail}
+        {
+            **hook_fields(f.plugin, f.hook, event),
+            "status": f.status_code,
+            "detail": f.detail,
+        }
         for f in failures
     ]
     summary = "; ".join(f"{f.plugin}.{f.hook}: {f.detail}" for f in failures)
@@ -135,9 +140,7 @@ def aggregate(failures: list[PluginError], event: str) -> PluginError:
         f"{len(failures)} hooks failed on {event}: {summary}",
         status=first.status_code,
         failures=items,
-        plugin=first.plugin,
-        hook=first.hook,
-        event=event,
+        **hook_fields(first.plugin, first.hook, event),
     )
     aborted.__cause__ = first
     return aborted
@@ -165,10 +168,7 @@ def log_call(
         f": {detail}" if detail else "",
         exc_info=error,
         extra={
-            "plugin": entry.plugin,
-            "hook": entry.hook,
-            "event": entry.event,
-            "function": entry.function,
+            **hook_fields(entry.plugin, entry.hook, entry.event),
             "duration_ms": duration_ms,
             "outcome": outcome,
         },

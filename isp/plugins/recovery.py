@@ -7,8 +7,11 @@ the change is recorded or undone. A journal still there at start-up means the pr
 died in between; :func:`recover` then looks at the database, the one source of truth:
 
 - the record names the new zip: the upgrade committed; the old folder is deleted;
-- otherwise it is undone: the new files go, the old folder comes back, a zip stored
-  for this attempt is deleted, and the audit log says ``interrupted``.
+- otherwise it is undone: the migrations the new version applied are undone with its
+  own files (the journal names the migrations applied before), then the new files go,
+  the old folder comes back, a zip stored for this attempt is deleted, and the audit log
+  says ``interrupted``. A migration that cannot be undone (no backward operation) is
+  logged and named in the audit entry; the old version then runs on the newer schema.
 
 Dot folders left by a kill (``.staging-*``, ``.ready-*``, ``.failed-*``, ``.removing-*``,
 ``.upload-*``) are deleted; discovery never looks at them.
@@ -28,7 +31,8 @@ from typing import Final
 
 from isp.errors import ISPError
 from isp.plugins import archive as zips
-from isp.plugins import records
+from isp.plugins import records, tables
+from isp.plugins.loader import detach
 from isp.plugins.models import PluginRecord
 from isp.storage import ObjectStore, fsync_dir
 
@@ -52,6 +56,8 @@ class Intent:
     backup: str  # folder name in ISP_PLUGINS_DIR the old version is moved to
     object_key: str
     object_existed: bool
+    # the plugin's migrations applied before; None in a journal that predates the field
+    migrations_before: list[str] | None = None
 
 
 def _path(plugins_dir: Path, name: str) -> Path:
@@ -107,6 +113,9 @@ async def recover(plugins_dir: Path, store: ObjectStore, bucket: str) -> None:
     for intent in await asyncio.to_thread(_intents, plugins_dir):
         record = await PluginRecord.get_or_none(name=intent.name)
         committed = record is not None and record.sha256 == intent.sha256
+        reason = "the service stopped in the middle of it; undone at start-up"
+        if not committed:
+            reason += await _undo_migrations(plugins_dir, intent)
         await asyncio.to_thread(_settle_folders, plugins_dir, intent, committed)
         if not committed:
             if not intent.object_existed:
@@ -120,7 +129,7 @@ async def recover(plugins_dir: Path, store: ObjectStore, bucket: str) -> None:
                 outcome="interrupted",
                 from_version=intent.from_version,
                 to_version=intent.to_version,
-                reason="the service stopped in the middle of it; undone at start-up",
+                reason=reason,
             )
         log.warning(
             "plugin %s: interrupted %s %s -> %s %s at start-up",
@@ -135,6 +144,37 @@ async def recover(plugins_dir: Path, store: ObjectStore, bucket: str) -> None:
     removed = await asyncio.to_thread(_remove_leftovers, plugins_dir)
     if removed:
         log.info("removed staging leftovers: %s", ", ".join(sorted(removed)))
+
+
+def _promoted(plugins_dir: Path, intent: Intent) -> Path | None:
+    """The new version's folder, if the kill came after it was promoted."""
+    target = plugins_dir / intent.name
+    if (plugins_dir / intent.backup).is_dir() and target.is_dir():
+        return target  # an upgrade: the old version is aside, <name> is the new one
+    if target.is_dir() and zips.tree_digest(target) == intent.tree_sha256:
+        return target  # an install
+    return None
+
+
+async def _undo_migrations(plugins_dir: Path, intent: Intent) -> str:
+    """Undo the migrations the interrupted version applied; what to add to the audit
+    reason ("" when there was nothing to undo or it was undone)."""
+    if intent.migrations_before is None:
+        return ""
+    folder = await asyncio.to_thread(_promoted, plugins_dir, intent)
+    if folder is None:  # killed before the promotion: no migration of it ran
+        return ""
+    try:
+        await tables.migrate_back(intent.name, folder, intent.migrations_before)
+    except Exception as exc:  # noqa: BLE001 - the folders are put back regardless
+        log.exception("plugin %s: migrations of the interrupted version not undone", intent.name)
+        return (
+            f"; its migrations could not be undone ({type(exc).__name__}: {exc}): the "
+            "plugin's tables keep the newer schema"
+        )
+    finally:
+        detach(intent.name)  # the old version must not find the new one's migration modules
+    return ""
 
 
 def _settle_folders(plugins_dir: Path, intent: Intent, committed: bool) -> None:

@@ -22,6 +22,7 @@ import builtins
 import contextvars
 import inspect
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
 from isp.plugins import keys, records, tables, trust
 from isp.plugins.archive import tree_digest_async
-from isp.plugins.dependencies import Node, dependants, load_order, unmet
+from isp.plugins.dependencies import Node, dependants, load_waves, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
 from isp.plugins.hooks import NAMESPACE, is_async
 from isp.plugins.loader import MODELS, LoadedPlugin, detach, load_within, reinstate
@@ -62,6 +63,7 @@ class PluginRuntime:
         """Held by whatever changes which plugins this instance runs (the admin verbs, the
         sync with other instances), so one never acts on the half-done work of another:
         an upload installs before it records, and the sync must not remove it meanwhile."""
+        self._migrating = asyncio.Lock()  # plugins load side by side; migrations one by one
 
     @property
     def registry(self) -> PluginRegistry:
@@ -78,14 +80,20 @@ class PluginRuntime:
         return self._settings_store
 
     async def start(self) -> None:
-        """Discover and load every plugin; Tortoise must be initialised and migrated."""
+        """Discover and load every plugin; Tortoise must be initialised and migrated.
+
+        Plugins that do not require each other import at the same time, each under the
+        import timeout, so N plugins that hang cost one timeout, not N; a plugin loads
+        after the plugins it requires (``load_waves``).
+        """
         await self.discover()
         async with self._lock:
-            order, refused = load_order({n: s.requires for n, s in self._states.items()})
+            waves, refused = load_waves({n: s.requires for n, s in self._states.items()})
             for name, why in refused.items():
                 self._failed(self._states[name], why)
-            for name in order:  # dependencies first
-                await self._load(self._states[name], self._states[name].source, migrate=True)
+            for wave in waves:
+                states = [self._states[name] for name in wave]
+                await asyncio.gather(*(self._load(s, s.source, migrate=True) for s in states))
         active = sum(1 for s in self._states.values() if s.loaded is not None)
         log.info("plugins started: %d loaded, %d failed", active, len(self._states) - active)
 
@@ -140,38 +148,61 @@ class PluginRuntime:
         ``verdict``: the manifest and signature verdict already read from its zip (not
         read again from disk).
         """
+        source = await self._source(name, manifest)
+        async with self._lock:
+            return await self._load_one(source, installed, verdict)
+
+    async def load_plugins(self, installed: Mapping[str, tuple[str, str]]) -> None:
+        """Load or reload uploaded versions (name -> (zip sha256, tree sha256)) side by
+        side, as :meth:`start` does: a plugin after those of the batch it requires."""
+        sources = [await self._source(name, None) for name in sorted(installed)]
+        by_name = {source.name: source for source in sources}
+        async with self._lock:
+            requires = {s.name: dict(s.manifest.requires) if s.manifest else {} for s in sources}
+            waves, cycle = load_waves(requires)
+            for wave in [*waves, *([name] for name in sorted(cycle))]:  # a cycle: unmet
+                await asyncio.gather(*(self._load_one(by_name[n], installed[n]) for n in wave))
+
+    async def _source(self, name: str, manifest: Manifest | None) -> PluginSource:
         folder = self._settings.plugins_dir / name
         if manifest is not None:
-            source = PluginSource(name, folder, f"{folder.parent.name}/{name}", manifest)
-        else:
-            source = await asyncio.to_thread(describe, folder)
-        async with self._lock:
-            state = self._states.get(name)
-            if state is None:
-                known = await records.sync_local([source])
-                record = known.get(name)
-                state = PluginState(
-                    name,
-                    source,
-                    enabled=record.enabled if record else True,
-                    origin=record.source if record else "local",
-                    sha256=record.sha256 if record else None,
-                    tree_sha256=record.tree_sha256 if record else None,
-                )
-                self._states[name] = state
-            state.trust = verdict if verdict is not None else await self._verify(source)
-            previous = (state.origin, state.sha256, state.tree_sha256)
-            first = state.loaded is None
-            if installed is not None:
-                state.origin, (state.sha256, state.tree_sha256) = "upload", installed
-            await self._load(state, source, migrate=first or installed is not None)
-            if installed is not None and (
-                state.loaded is None or state.loaded.path != folder or state.reload_error
-            ):
-                state.origin, state.sha256, state.tree_sha256 = previous
-            if state.loaded is not None and state.loaded_at and state.source is source:
-                await records.sync_local([source])  # the version now serving
-            return self._describe(state)
+            return PluginSource(name, folder, f"{folder.parent.name}/{name}", manifest)
+        return await asyncio.to_thread(describe, folder)
+
+    async def _load_one(
+        self,
+        source: PluginSource,
+        installed: tuple[str, str] | None,
+        verdict: trust.Verdict | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`load_plugin`'s work, with the lock held."""
+        name = source.name
+        state = self._states.get(name)
+        if state is None:
+            known = await records.sync_local([source])
+            record = known.get(name)
+            state = PluginState(
+                name,
+                source,
+                enabled=record.enabled if record else True,
+                origin=record.source if record else "local",
+                sha256=record.sha256 if record else None,
+                tree_sha256=record.tree_sha256 if record else None,
+            )
+            self._states[name] = state
+        state.trust = verdict if verdict is not None else await self._verify(source)
+        previous = (state.origin, state.sha256, state.tree_sha256)
+        first = state.loaded is None
+        if installed is not None:
+            state.origin, (state.sha256, state.tree_sha256) = "upload", installed
+        await self._load(state, source, migrate=first or installed is not None)
+        if installed is not None and (
+            state.loaded is None or state.loaded.path != source.path or state.reload_error
+        ):
+            state.origin, state.sha256, state.tree_sha256 = previous
+        if state.loaded is not None and state.loaded_at and state.source is source:
+            await records.sync_local([source])  # the version now serving
+        return self._describe(state)
 
     async def unload_plugin(self, name: str) -> None:
         """Drop a plugin's hooks and code; emits in flight finish on the old code."""
@@ -456,7 +487,8 @@ class PluginRuntime:
         keep_models = old is not None and not migrate
         try:
             if migrate:
-                await tables.migrate(state.name, source.path)
+                async with self._migrating:
+                    await tables.migrate(state.name, source.path)
             new = await load_within(
                 source,
                 self._known_events(source),

@@ -218,14 +218,14 @@ class PluginService:
         if not object_existed:
             await files.upload(self._store, self.bucket, data, name, plan.version, archive.sha256)
         backup = files.backup_path(plugins_dir, name)
+        migrations_before = await tables.applied(name)
         intent = recovery.Intent(
             name=name, action=plan.action, actor=actor, sha256=archive.sha256,
             tree_sha256=archive.tree_sha256, from_version=plan.installed,
             to_version=plan.version, backup=backup.name, object_key=key,
-            object_existed=object_existed,
+            object_existed=object_existed, migrations_before=migrations_before,
         )  # fmt: skip
         await recovery.begin(plugins_dir, intent)
-        migrations_before = await tables.applied(name)
         moved: Path | None = None
         promoted = False
         try:

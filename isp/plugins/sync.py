@@ -12,7 +12,9 @@ the object store the zips. :meth:`PluginSync.reconcile` makes this instance matc
 - an enabled flag changed elsewhere: followed.
 
 It runs at start and whenever ``PluginGeneration`` changes, which a poll notices within
-``ISP_PLUGIN_SYNC_INTERVAL`` seconds (default 1 s; one indexed single-row read).
+``ISP_PLUGIN_SYNC_INTERVAL`` seconds (default 1 s; one indexed single-row read). The
+versions to load are loaded together at the end (``PluginRuntime.load_plugins``): side by
+side where they do not require each other, each under the import timeout.
 """
 
 from __future__ import annotations
@@ -71,22 +73,32 @@ class PluginSync:
     async def reconcile(self) -> None:
         async with self._lock:
             records = {r.name: r for r in await PluginRecord.all()}
+            to_load: dict[str, tuple[str, str]] = {}
             for record in records.values():
                 try:
-                    await self._reconcile_one(record)
+                    installed = await self._reconcile_one(record)
                 except ISPError as exc:
                     self._runtime.mark_broken(record.name, exc.detail)
+                else:
+                    if installed is not None:
+                        to_load[record.name] = installed
+            await self._runtime.load_plugins(to_load)
+            for record in records.values():
+                if record.source != "removed":
+                    self._runtime.apply_enabled(record.name, record.enabled)
+                    self._runtime.apply_quarantine(record.name, record.quarantined)
             for name in self._runtime.names():
                 if name not in records and self._runtime.origin_of(name) == "upload":
                     await self._remove(name)
             await self._runtime.settings_store.refresh_all()  # settings changed on another instance
 
-    async def _reconcile_one(self, record: PluginRecord) -> None:
+    async def _reconcile_one(self, record: PluginRecord) -> tuple[str, str] | None:
+        """Put the record's files in place; the (zip, tree) digests to load, if any."""
         name = record.name
         if record.source == "removed":
             if self._runtime.knows(name) and self._runtime.origin_of(name) in ("upload", "removed"):
                 await self._remove(name)
-            return
+            return None
         if record.source == "upload" and record.tree_sha256 and record.version and record.sha256:
             folder = self._settings.plugins_dir / name
             actual = await _digest_or_none(folder)
@@ -103,12 +115,11 @@ class PluginSync:
                         f"plugins/{name}: checksum mismatch: the files differ from the uploaded "
                         f"version {record.version}; reinstall the plugin or restore its files",
                     )
-                    return
+                    return None
                 await self._fetch(record, folder)
             if self._runtime.loaded_tree_sha256(name) != record.tree_sha256:
-                await self._runtime.load_plugin(name, installed=(record.sha256, record.tree_sha256))
-        self._runtime.apply_enabled(name, record.enabled)
-        self._runtime.apply_quarantine(name, record.quarantined)
+                return record.sha256, record.tree_sha256
+        return None
 
     async def _fetch(self, record: PluginRecord, folder: Path) -> None:
         """Download the recorded zip, verify it and put its files in place."""

@@ -326,7 +326,9 @@ async def test_force_terminate_ends_a_service_whose_router_is_gone(
     assert [(f["plugin"], f["reason"]) for f in body["hook_failures"]] == [
         ("gone", "router 192.0.2.1 is gone")
     ]
-    assert body["hook_failures"][0]["hook"]
+    assert (body["hook_failures"][0]["hook"], body["hook_failures"][0]["event"]) == (
+        "handlers.terminate", "service_terminate"
+    )
     assert await Customer.filter(name="written-by-hook").count() == 0
     audit = await (await client.get("/audit", headers=auth(tokens.admin))).get_json()
     entry = next(e for e in audit["entries"] if e["action"] == "service_force_terminate")

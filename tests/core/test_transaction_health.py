@@ -54,7 +54,7 @@ async def test_status_reported_is_the_status_committed(
     else:
         assert response.status_code == 502
         assert body["plugin"] == "careless"
-        assert body["hook"] == "service_provision"
+        assert (body["hook"], body["event"]) == ("handlers.provision", "service_provision")
         assert "transaction unusable" in body["detail"]
         assert status == "pending"
     if database_url.startswith("postgres"):

@@ -104,7 +104,8 @@ async def test_failing_hook_rolls_back_provisioning_and_names_plugin_and_hook(
     assert response.mimetype == "application/problem+json"
     problem = await response.get_json()
     assert problem["plugin"] == plugin
-    assert problem["hook"] == "service_provision"
+    assert (problem["hook"], problem["event"]) == ("handlers.provision", "service_provision")
+    assert problem["function"] == "handlers.provision"
     assert reason in problem["detail"]
 
     service = await client.get(f"/services/{ids['service_id']}", headers=auth(tokens.operator))

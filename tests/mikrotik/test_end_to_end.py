@@ -227,7 +227,9 @@ async def test_router_error_rolls_the_workflow_back_with_the_router_message(
     problem = await response.get_json()
     assert response.status_code == 422, problem
     assert response.content_type == "application/problem+json"
-    assert (problem["plugin"], problem["hook"]) == ("mikrotik", "service_provision")
+    assert (problem["plugin"], problem["hook"], problem["event"]) == (
+        "mikrotik", "handlers.service_provision", "service_provision"
+    )
     assert problem["router_message"] == message
     assert message in problem["detail"]
     assert problem["device_id"] == world.device_id
@@ -392,7 +394,9 @@ async def test_refused_plan_change_leaves_the_plan_unchanged(
     )
     problem = await response.get_json()
     assert response.status_code == 422, problem
-    assert (problem["plugin"], problem["hook"]) == ("mikrotik", "plan_updated")
+    assert (problem["plugin"], problem["hook"], problem["event"]) == (
+        "mikrotik", "handlers.plan_updated", "plan_updated"
+    )
     plan = await (await world.client.get(f"/plans/{plan_id}", headers=world.headers)).get_json()
     assert plan["download_mbps"] == 50
     assert state.profile("home-50").rate_limit == "10M/50M"
@@ -449,7 +453,9 @@ async def test_refused_service_change_leaves_the_service_unchanged(
     )
     problem = await response.get_json()
     assert response.status_code == 422, problem
-    assert (problem["plugin"], problem["hook"]) == ("mikrotik", "service_update")
+    assert (problem["plugin"], problem["hook"], problem["event"]) == (
+        "mikrotik", "handlers.service_update", "service_update"
+    )
     assert "new-pw-1" not in str(problem)
     assert state.secret("alice").password == "pppoe-pw"
     from isp.core.models import Service

@@ -73,7 +73,9 @@ async def test_failed_backup_save_keeps_the_export_and_names_the_step(
         world = await make_world(client, tokens, router)
         problem = await problem_of(await world.backup())
     assert problem["step"] == "binary"
-    assert (problem["plugin"], problem["hook"]) == ("mikrotik", "device_backup")
+    assert (problem["plugin"], problem["hook"], problem["event"]) == (
+        "mikrotik", "handlers.device_backup", "device_backup"
+    )
     assert "Failed to save system configuration backup" in problem["router_message"]
     assert "invalid file name" in problem["detail"]
     [stored] = problem["stored"]

@@ -139,7 +139,8 @@ async def test_the_sms_gateway_alone_does_not_make_a_move_possible(
     assert (await world.service())["status"] == "pending"
     assert state.logins == []
     stats = await world.client.get("/plugins/sms_gateway", headers=auth(tokens.admin))
-    hooks = {h["hook"]: h for h in (await stats.get_json())["stats"]}
+    hooks = {h["event"]: h for h in (await stats.get_json())["stats"]}
+    assert hooks["service_provision"]["hook"] == "handlers.text_welcome"
     assert hooks["service_provision"]["calls"] == 0  # refused before any hook ran
 
 

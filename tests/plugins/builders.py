@@ -109,6 +109,63 @@ async def upload(client: Client, token: str, data: bytes, query: str = "") -> An
     )  # fmt: skip
 
 
+async def stamped(client: Client, token: str) -> str | None:
+    """Create a customer; the address the ``stamp`` plugin wrote (None: no stamp ran)."""
+    response = await client.post("/customers", json={"name": "c"}, headers=auth(token))
+    assert response.status_code == 201, await response.get_data(as_text=True)
+    address: str | None = (await response.get_json())["address"]
+    return address
+
+
+TABLE_MODELS = '''
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Note(Model):
+    """A note the plugin keeps about each new customer."""
+
+    id = fields.IntField(primary_key=True)
+    customer_id = fields.IntField(db_index=True)
+    text = fields.CharField(max_length=200)
+
+    class Meta:
+        table = "{table}"
+'''
+
+TABLE_MIGRATION = """
+from tortoise import fields, migrations
+from tortoise.migrations import operations as ops
+
+
+class Migration(migrations.Migration):
+    initial = True
+
+    operations = [
+        ops.CreateModel(
+            name="Note",
+            fields=[
+                ("id", fields.IntField(generated=True, primary_key=True, db_index=True)),
+                ("customer_id", fields.IntField(db_index=True)),
+                ("text", fields.CharField(max_length=200)),
+            ],
+            options={{"table": "{table}", "app": "plugin_{name}", "pk_attr": "id"}},
+            bases=["Model"],
+        ),
+    ]
+"""
+
+
+def table_files(name: str, table: str | None = None) -> dict[str, str]:
+    """A plugin's own table (model ``Note``, default ``<name>_note``) and its migration."""
+    table = table or f"{name}_note"
+    return {
+        "models.py": TABLE_MODELS.format(table=table),
+        "migrations/__init__.py": "",
+        "migrations/0001_initial.py": TABLE_MIGRATION.format(table=table, name=name),
+    }
+
+
 ManifestData = dict[str, Any]
 
 DEMO_MANIFEST: ManifestData = {
@@ -283,10 +340,7 @@ class Server:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "isp", "serve", "--port", str(self.port), env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        self.process = await start_server(self.port, self.env)
 
     async def ready(self, within: float) -> float:
         async with httpx.AsyncClient(timeout=2) as client:

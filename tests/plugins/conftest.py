@@ -1,8 +1,10 @@
 """Fixtures of the plugin tests: fixture plugins copied into a temporary plugins dir,
-an application-like registry, and databases.
+an application-like registry, databases and object stores.
 
-``settings`` and ``database_url`` (SQLite and PostgreSQL) come from ``tests/conftest.py``;
-``migrated`` opens Tortoise on them with the core schema, as the app's start-up does.
+``database_url`` (SQLite and PostgreSQL) comes from ``tests/conftest.py``; ``settings``
+adds the object store (``store``: local, or the moto S3 server for tests marked
+``STORES``); ``migrated`` opens Tortoise on them with the core schema, as the app's
+start-up does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,10 +21,31 @@ from isp.core.events import CORE_EVENTS
 from isp.db import close_db, init_db, migrate
 from isp.plugins.loader import detach
 from isp.plugins.registry import PluginRegistry
+from tests.conftest import make_settings, s3_settings
 
 FIXTURE_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 
 Install = Callable[..., Path]
+
+STORES = pytest.mark.parametrize("store", ["local", "s3"])
+"""Run a test on both object stores: the local folder and the moto S3 server."""
+
+
+@pytest.fixture
+def store() -> str:
+    """The object store of ``settings``; ``STORES`` parametrizes it."""
+    return "local"
+
+
+@pytest.fixture
+def store_settings(request: pytest.FixtureRequest, store: str) -> dict[str, Any]:
+    """The settings that select ``store`` (none for the local one)."""
+    return s3_settings(request.getfixturevalue("s3_reset")) if store == "s3" else {}
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, store_settings: dict[str, Any]) -> Settings:
+    return make_settings(database_url, tmp_path, **store_settings)
 
 
 @pytest.fixture

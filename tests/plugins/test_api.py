@@ -1,4 +1,6 @@
-"""The /plugins blueprint on a minimal app: listing, details with stats, enable/disable."""
+"""The /plugins blueprint: listing, details with stats, enable/disable on a minimal app;
+who may call each route and what a malformed upload request gets, on the full app (both
+databases, both object stores)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
 from isp.problems import install_error_handlers
 from isp.storage import LocalObjectStore
-from tests.plugins.conftest import Install
+from tests.conftest import Tokens, auth
+from tests.plugins.builders import stamp_zip, upload
+from tests.plugins.conftest import STORES, Install
 
 
 @dataclass
@@ -27,7 +31,6 @@ class Api:
     client: Client
     registry: PluginRegistry
     admin: dict[str, str]
-    auditor: dict[str, str]  # admin scope, but no plugins:manage permission
 
 
 @pytest.fixture
@@ -43,18 +46,14 @@ async def api(
     app.extensions[SERVICE_EXTENSION] = PluginService(migrated_sqlite, runtime, store)
     app.register_blueprint(bp)
     await ensure_builtin_roles()
-    await upsert_role("auditor", ["admin"])
     await add_user("alice", ["admin"])
-    await add_user("audrey", ["auditor"])
     admin = await issue_token("alice", ["admin"])
-    auditor = await issue_token("audrey", ["admin"])
     await runtime.start()
     try:
         yield Api(
             app.test_client(),
             app_registry,
             {"Authorization": f"Bearer {admin}"},
-            {"Authorization": f"Bearer {auditor}"},
         )
     finally:
         await runtime.stop()
@@ -79,7 +78,8 @@ async def test_detail_has_stats_per_hook(api: Api) -> None:
     status, body = await get_json(api, "/plugins/dummy")
     assert status == 200
     stats = {s["hook"]: s for s in body["stats"]}
-    assert stats["customer_created"]["calls"] == 1
+    assert stats["handlers.greet"]["event"] == "customer_created"
+    assert stats["handlers.greet"]["calls"] == 1
 
 
 async def test_unknown_plugin_is_a_404_problem(api: Api) -> None:
@@ -100,10 +100,38 @@ async def test_disable_then_enable_round_trip(api: Api) -> None:
     assert len(await api.registry.emit("customer_created", "ada")) == 1
 
 
-async def test_reading_needs_a_token_and_managing_needs_the_permission(api: Api) -> None:
-    assert (await api.client.get("/plugins")).status_code == 401
-    status, _ = await get_json(api, "/plugins", api.auditor)
-    assert status == 200
-    response = await api.client.put("/plugins/dummy/disable", headers=api.auditor)
-    assert response.status_code == 403
-    assert "plugins:manage" in (await response.get_json())["detail"]
+@STORES
+async def test_upload_without_file_field_is_422(client: Client, tokens: Tokens) -> None:
+    response = await client.post("/plugins/upload", headers=auth(tokens.admin))
+    assert response.status_code == 422
+    assert ["body", "file"] in [e["loc"] for e in (await response.get_json())["errors"]]
+
+
+CHANGES = [
+    ("post", "/plugins/upload"),
+    ("put", "/plugins/stamp/enable"),
+    ("put", "/plugins/stamp/disable"),
+    ("delete", "/plugins/stamp"),
+]
+
+
+@STORES
+@pytest.mark.parametrize(("method", "path"), CHANGES)
+async def test_reading_needs_a_token_and_every_change_needs_admin_scope_and_plugins_manage(
+    app: Quart, client: Client, tokens: Tokens, method: str, path: str
+) -> None:
+    await upload(client, tokens.admin, stamp_zip())
+    await upsert_role("auditor", ["admin"])
+    await add_user("audrey", ["auditor"])
+    auditor = await issue_token("audrey", ["admin"])  # admin scope, no plugins:manage
+    assert (await client.get("/plugins")).status_code == 401
+    assert (await client.get("/plugins", headers=auth(auditor))).status_code == 200
+    call = getattr(client, method)
+    assert (await call(path)).status_code == 401
+    assert (await call(path, headers=auth(tokens.operator))).status_code == 403
+    refused = await call(path, headers=auth(auditor))
+    assert refused.status_code == 403
+    assert "plugins:manage" in (await refused.get_json())["detail"]
+    assert (await client.get("/audit", headers=auth(tokens.operator))).status_code == 403
+    described = await (await client.get("/plugins/stamp", headers=auth(auditor))).get_json()
+    assert described["status"] == "active"  # nothing changed

@@ -11,7 +11,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from isp.config import Settings
-from isp.plugins.dependencies import find_cycle, load_order
+from isp.plugins.dependencies import find_cycle, load_waves
 from tests.conftest import Tokens, auth
 from tests.plugins import builders
 from tests.plugins.builders import stamp_files, upload
@@ -41,16 +41,18 @@ async def plugins(client: Client, token: str) -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in listed["plugins"]}
 
 
-def test_load_order_puts_dependencies_first_and_refuses_cycles() -> None:
+def test_load_waves_put_dependencies_first_and_refuse_cycles() -> None:
     requires = {
         "addon": {"base": ">=1"},
         "base": {},
         "extra": {"addon": ">=1"},
+        "alone": {},
+        "orphan": {"missing": ">=1"},
         "x": {"y": "1"},
         "y": {"x": "1"},
     }
-    order, refused = load_order(requires)
-    assert order == ["base", "addon", "extra"]
+    waves, refused = load_waves(requires)
+    assert waves == [["alone", "base", "orphan"], ["addon"], ["extra"]]
     assert refused == {"x": "dependency cycle: x -> y -> x", "y": "dependency cycle: x -> y -> x"}
     assert find_cycle({"a": {"b": "1"}, "b": {"c": "1"}, "c": {"a": "1"}}) == ["a", "b", "c", "a"]
 

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from time import perf_counter
+from typing import Any
 
 import pytest
 
@@ -16,31 +18,43 @@ from isp.plugins.registry import PluginRegistry
 EVENT = "service_provision"
 
 
+def hook_name(func: Callable[..., Any]) -> str:
+    """What problems, logs and stats call a test registry's hook: its qualified name."""
+    return f"{func.__module__}.{func.__qualname__}"
+
+
 async def test_three_slow_hooks_one_of_them_sync_finish_in_one_sleep(
     plugin_registry: PluginRegistry,
 ) -> None:
+    started: list[float] = []
+    ended: list[float] = []
+
     @plugin_registry.hook(EVENT, plugin="a")
     async def a(service: object, db: object = None) -> str:
+        started.append(perf_counter())
         await asyncio.sleep(0.3)
+        ended.append(perf_counter())
         return "a"
 
     @plugin_registry.hook(EVENT, plugin="b")
     async def b(service: object, db: object = None) -> str:
+        started.append(perf_counter())
         await asyncio.sleep(0.3)
+        ended.append(perf_counter())
         return "b"
 
     @plugin_registry.hook(EVENT, plugin="c")
     def c(service: object, db: object = None) -> str:
+        started.append(perf_counter())
         time.sleep(0.3)  # a sync hook: runs in a worker thread
+        ended.append(perf_counter())
         return "c"
 
-    start = perf_counter()
     results = await plugin_registry.emit(EVENT, "svc", db=None)
-    elapsed = perf_counter() - start
 
-    assert elapsed < 0.5
+    assert max(started) < min(ended)  # all three were running at once
     assert [(r.plugin, r.hook, r.value) for r in results] == [
-        ("a", EVENT, "a"), ("b", EVENT, "b"), ("c", EVENT, "c")
+        ("a", hook_name(a), "a"), ("b", hook_name(b), "b"), ("c", hook_name(c), "c")
     ]
     assert all(r.duration >= 0.29 and r.error is None for r in results)
 
@@ -73,16 +87,20 @@ async def test_late_hook_is_cancelled_at_its_deadline_with_its_siblings_awaited(
         await plugin_registry.emit(EVENT, "svc")
     returned = perf_counter()
 
-    assert 0.2 <= seen["late_cancelled"] - start < 0.25  # within 50 ms of the deadline
-    assert seen["sibling_cancelled"] - seen["late_cancelled"] < 0.05
+    # At its own deadline (0.2 s), not the sibling's (5 s); the margin is for a busy machine.
+    assert 0.2 <= seen["late_cancelled"] - start < 2
+    assert seen["sibling_cancelled"] - seen["late_cancelled"] < 2
     assert seen["sibling_finished"] <= returned  # emit did not return before it finished
     error = caught.value
     assert error.status_code == 504
     assert error.extra["plugin"] == "late"
-    assert error.extra["hook"] == EVENT
+    assert error.extra["hook"] == hook_name(late)
     assert "did not finish within 0.2 s" in error.extra["detail"]
     problem = error.to_problem()
-    assert (problem["status"], problem["plugin"], problem["hook"]) == (504, "late", EVENT)
+    assert (problem["status"], problem["plugin"], problem["hook"], problem["event"]) == (
+        504, "late", hook_name(late), EVENT
+    )
+    assert problem["function"] == problem["hook"]  # the field's earlier name, kept
 
 
 async def test_single_hook_past_its_timeout_raises_hook_timeout(
@@ -135,7 +153,11 @@ async def test_plugin_error_keeps_its_status_and_gets_plugin_and_hook(
     assert type(error) is PluginError
     assert error.status_code == 409
     assert error.extra.items() >= {
-        "plugin": "billing", "hook": EVENT, "detail": "customer has unpaid invoices"
+        "plugin": "billing",
+        "hook": hook_name(refuse),
+        "event": EVENT,
+        "function": hook_name(refuse),
+        "detail": "customer has unpaid invoices",
     }.items()
 
 
@@ -195,8 +217,10 @@ async def test_several_failures_raise_workflow_aborted_listing_each(
     error = caught.value
     assert error.status_code == 409  # the first failure's
     assert error.extra["failures"] == [
-        {"plugin": "first", "hook": EVENT, "status": 409, "detail": "router refused"},
-        {"plugin": "second", "hook": EVENT, "status": 422,
+        {"plugin": "first", "hook": hook_name(first), "event": EVENT,
+         "function": hook_name(first), "status": 409, "detail": "router refused"},
+        {"plugin": "second", "hook": hook_name(second), "event": EVENT,
+         "function": hook_name(second), "status": 422,
          "detail": "could not undo the radius entry"},
     ]
     assert error.extra["plugin"] == "first"
@@ -310,7 +334,7 @@ async def test_every_call_is_logged_once_without_its_arguments(
 
     records = [r for r in caplog.records if r.name == "isp.plugins.dispatch"]
     assert sorted((r.plugin, r.hook, r.event, r.outcome) for r in records) == [  # type: ignore[attr-defined]
-        ("a", EVENT, EVENT, "ok"), ("b", EVENT, EVENT, "refused")
+        ("a", hook_name(ok), EVENT, "ok"), ("b", hook_name(refused), EVENT, "refused")
     ]
     assert all(isinstance(r.duration_ms, float) for r in records)  # type: ignore[attr-defined]
     assert "s3cr3t" not in caplog.text

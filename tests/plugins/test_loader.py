@@ -43,8 +43,9 @@ def test_dummy_plugin_loads_under_its_own_namespace(
         "isp_plugins.dummy", "isp_plugins.dummy.handlers", "isp_plugins.dummy.state"
     }
     assert sys.modules["isp_plugins.dummy"].plugin is loaded.plugin  # type: ignore[attr-defined]
-    assert [(e.hook, e.function) for e in loaded.entries] == [
-        ("customer_created", "handlers.greet"), ("service_provision", "handlers.provision")
+    assert [(e.hook, e.event, e.function) for e in loaded.entries] == [
+        ("handlers.greet", "customer_created", "handlers.greet"),
+        ("handlers.provision", "service_provision", "handlers.provision"),
     ]
     assert sys.path == path_before
     detach("dummy")
@@ -56,7 +57,7 @@ def test_hook_timeouts_resolve_decorator_then_manifest_then_default(
     loaded = load(describe(install("dummy")), app_registry.events)
     app_registry.publish("dummy", loaded.entries)
     app_registry.configure(default_timeout=7)
-    timeouts = {e.hook: app_registry.timeout_of(e) for e in app_registry.entries("dummy")}
+    timeouts = {e.event: app_registry.timeout_of(e) for e in app_registry.entries("dummy")}
     # service_provision: decorator 1.5 beats manifest 2; customer_created: the default
     assert timeouts == {"service_provision": 1.5, "customer_created": 7}
 

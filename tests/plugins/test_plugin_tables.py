@@ -11,45 +11,7 @@ from quart.typing import TestClientProtocol as Client
 from tortoise.connection import get_connection
 
 from tests.conftest import Tokens, auth
-from tests.plugins.builders import upload
-
-MODELS = '''
-from tortoise import fields
-from tortoise.models import Model
-
-
-class Note(Model):
-    """A note the plugin keeps about each new customer."""
-
-    id = fields.IntField(primary_key=True)
-    customer_id = fields.IntField(db_index=True)
-    text = fields.CharField(max_length=200)
-
-    class Meta:
-        table = "notes_note"
-'''
-
-MIGRATION = """
-from tortoise import fields, migrations
-from tortoise.migrations import operations as ops
-
-
-class Migration(migrations.Migration):
-    initial = True
-
-    operations = [
-        ops.CreateModel(
-            name="Note",
-            fields=[
-                ("id", fields.IntField(generated=True, primary_key=True, db_index=True)),
-                ("customer_id", fields.IntField(db_index=True)),
-                ("text", fields.CharField(max_length=200)),
-            ],
-            options={"table": "notes_note", "app": "plugin_notes", "pk_attr": "id"},
-            bases=["Model"],
-        ),
-    ]
-"""
+from tests.plugins.builders import table_files, upload
 
 HANDLERS = """
 from isp.plugins import registry
@@ -69,10 +31,8 @@ def notes_zip(version: str, table: str = "notes_note") -> bytes:
     files = {
         "manifest.json": json.dumps(manifest),
         "__init__.py": "from isp.plugins import Plugin\n\nplugin = Plugin()\n",
-        "models.py": MODELS.replace("notes_note", table),
         "handlers.py": HANDLERS,
-        "migrations/__init__.py": "",
-        "migrations/0001_initial.py": MIGRATION.replace("notes_note", table),
+        **table_files("notes", table),
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

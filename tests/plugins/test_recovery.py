@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.plugins.builders import (
     isp,
     plugin_files,
     server_env,
+    table_files,
     until,
     write_plugin,
     zip_of,
@@ -45,6 +47,18 @@ plugin = Plugin()
 """
 
 
+def schema(database: Path) -> tuple[list[str], list[str]]:
+    """The plugin's tables and its applied migrations, read from the SQLite file."""
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        tables = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'stamp_%'"
+        ).fetchall()
+        applied = conn.execute(
+            "SELECT name FROM tortoise_migrations WHERE app = 'plugin_stamp'"
+        ).fetchall()
+    return [t[0] for t in tables], [m[0] for m in applied]
+
+
 def stamp(version: str, init: str | None = None) -> dict[str, str]:
     files = plugin_files(
         "stamp", version, handlers=STAMP.format(version=version), hooks=["customer_created"]
@@ -67,7 +81,7 @@ async def serve(servers: list[Server], env: dict[str, str]) -> Server:
     return server
 
 
-async def test_kill_in_the_middle_of_an_upgrade_restarts_clean_on_the_old_version(
+async def test_kill_in_the_middle_of_an_upgrade_restarts_clean_on_the_old_version_and_schema(
     tmp_path: Path, servers: list[Server]
 ) -> None:
     env = server_env(tmp_path, ISP_PLUGIN_IMPORT_TIMEOUT="30")
@@ -80,7 +94,9 @@ async def test_kill_in_the_middle_of_an_upgrade_restarts_clean_on_the_old_versio
     async with httpx.AsyncClient(base_url=first.url, headers=headers, timeout=60) as client:
         files = {"file": ("s.zip", zip_of("stamp", stamp("1.0.0")), "application/zip")}
         assert (await client.post("/plugins/upload", files=files)).status_code == 201
-        upgrade = zip_of("stamp", stamp("1.1.0", HANGING_INIT.format(marker=str(marker))))
+        hanging = stamp("1.1.0", HANGING_INIT.format(marker=str(marker)))
+        # with a table of its own: its migration runs before the import hangs
+        upgrade = zip_of("stamp", {**hanging, **table_files("stamp")})
         files = {"file": ("s.zip", upgrade, "application/zip")}
         pending = asyncio.create_task(client.post("/plugins/upload", files=files))
 
@@ -88,6 +104,7 @@ async def test_kill_in_the_middle_of_an_upgrade_restarts_clean_on_the_old_versio
             return marker.exists()
 
         await until(importing, within=30)
+        assert schema(tmp_path / "isp.sqlite3") == (["stamp_note"], ["0001_initial"])
         first.kill()
         with contextlib.suppress(httpx.TransportError):
             await pending
@@ -107,20 +124,26 @@ async def test_kill_in_the_middle_of_an_upgrade_restarts_clean_on_the_old_versio
         assert (audit[0]["action"], audit[0]["to_version"], audit[0]["detail"]["outcome"]) == (
             "upgrade", "1.1.0", "interrupted",
         )  # fmt: skip
+        assert "could not be undone" not in audit[0]["detail"]["reason"]
+    assert schema(tmp_path / "isp.sqlite3") == ([], [])  # its migration was undone too
     assert sorted(p.name for p in plugins_dir.iterdir()) == ["stamp"]
     assert "stamp-1.0.0" in (plugins_dir / "stamp" / "handlers.py").read_text()
     stored = sorted(p.parent.name for p in (tmp_path / "data" / "objects").rglob("*.zip"))
     assert stored == ["1.0.0"]  # the upgrade's zip went with it
 
 
-async def test_restart_with_a_plugin_whose_import_sleeps_serves_within_15_s(
+async def test_restart_with_two_plugins_whose_imports_sleep_serves_within_15_s(
     tmp_path: Path, servers: list[Server]
 ) -> None:
     env = server_env(tmp_path)  # the default ISP_PLUGIN_IMPORT_TIMEOUT: 10 s
     token = await admin_token(env)
-    slow = "import time\ntime.sleep(60)\nfrom isp.plugins import Plugin\nplugin = Plugin()\n"
-    write_plugin(tmp_path / "plugins", "slow", plugin_files("slow", init=slow))
-    write_plugin(tmp_path / "plugins", "stamp", stamp("1.0.0"))
+    plugins_dir = tmp_path / "plugins"
+    for name in ("slow", "stuck"):  # imported one after the other, they would take 20 s
+        hang = "import time\ntime.sleep(60)\nfrom isp.plugins import Plugin\nplugin = Plugin()\n"
+        write_plugin(plugins_dir, name, plugin_files(name, init=hang))
+    write_plugin(plugins_dir, "stamp", stamp("1.0.0"))
+    write_plugin(plugins_dir, "addon", plugin_files("addon", requires={"stamp": ">=1.0"}))
+    write_plugin(plugins_dir, "after_slow", plugin_files("after_slow", requires={"slow": ">=1.0"}))
 
     started = time.monotonic()
     server = await serve(servers, env)
@@ -131,9 +154,12 @@ async def test_restart_with_a_plugin_whose_import_sleeps_serves_within_15_s(
     ) as client:
         plugins = (await client.get("/plugins")).json()["plugins"]
         listed: dict[str, Any] = {p["name"]: p for p in plugins}
-        assert listed["slow"]["status"] == "error"
-        assert "did not finish importing within 10 s" in listed["slow"]["error"]
-        assert listed["stamp"]["status"] == "active"
+        for name in ("slow", "stuck"):
+            assert listed[name]["status"] == "error"
+            assert "did not finish importing within 10 s" in listed[name]["error"]
+        assert listed["after_slow"]["status"] == "error"  # loaded after what it requires
+        assert "slow" in listed["after_slow"]["error"]
+        assert (listed["stamp"]["status"], listed["addon"]["status"]) == ("active", "active")
         created = await client.post("/customers", json={"name": "c"})
         assert created.json()["address"] == "stamp-1.0.0"
 
@@ -156,20 +182,25 @@ async def test_uninstall_works_with_the_service_stopped_and_runs_no_plugin_code(
     assert status != 0
     assert "--force" in err
     assert "?force=true" not in err
-    # a plugin whose import hangs would stop a command that imports plugins
-    slow = "import time\ntime.sleep(60)\nfrom isp.plugins import Plugin\nplugin = Plugin()\n"
+    # a plugin whose import hangs would stop a command that imports plugins; it says
+    # when it is imported
+    imported = tmp_path / "slow-imported"
+    slow = (
+        f"import time\nopen({str(imported)!r}, 'w').close()\ntime.sleep(60)\n"
+        "from isp.plugins import Plugin\nplugin = Plugin()\n"
+    )
     write_plugin(tmp_path / "plugins", "slow", plugin_files("slow", init=slow))
 
-    started = time.monotonic()
     _, out, _ = await isp("plugins", "uninstall", "stamp", env=env)
-    assert time.monotonic() - started < 8
     assert out.startswith("uninstalled stamp 1.1.0")
+    assert not imported.exists()  # no plugin code ran
     assert not (tmp_path / "plugins" / "stamp").exists()
 
     status, _, err = await isp("plugins", "uninstall", "slow", env=env, check=False)
     assert status != 0
     assert "local plugin" in err
     assert (tmp_path / "plugins" / "slow").is_dir()
+    assert not imported.exists()
 
 
 async def test_cli_list_and_the_running_server_agree_on_every_plugins_state(

@@ -148,12 +148,15 @@ async def test_describe_reports_stats_per_hook(
     await app_registry.emit("customer_created", "bob")
 
     stats = {s["hook"]: s for s in runtime.describe("dummy")["stats"]}
-    assert stats["customer_created"]["calls"] == 2
-    assert stats["customer_created"]["failures"] == 0
-    assert stats["customer_created"]["p50_ms"] is not None
-    assert stats["service_provision"]["calls"] == 0
-    assert stats["service_provision"]["timeout"] == 1.5
-    assert stats["customer_created"]["timeout"] == 5  # ISP_HOOK_TIMEOUT of the settings
+    greet, provision = stats["handlers.greet"], stats["handlers.provision"]
+    assert (greet["event"], provision["event"]) == ("customer_created", "service_provision")
+    assert greet["function"] == "handlers.greet"
+    assert greet["calls"] == 2
+    assert greet["failures"] == 0
+    assert greet["p50_ms"] is not None
+    assert provision["calls"] == 0
+    assert provision["timeout"] == 1.5
+    assert greet["timeout"] == 5  # ISP_HOOK_TIMEOUT of the settings
 
 
 async def test_unknown_plugin_is_not_found(runtime: PluginRuntime) -> None:
@@ -171,9 +174,13 @@ async def test_slow_and_crashing_plugins_fail_the_emit_naming_plugin_and_hook(
     await runtime.start()
     with pytest.raises(HookTimeout) as timeout:
         await app_registry.emit("service_provision", "svc")
-    assert (timeout.value.extra["plugin"], timeout.value.extra["hook"]) == (
-        "slow_hook", "service_provision"
-    )
+    named = {key: timeout.value.extra[key] for key in ("plugin", "hook", "event", "function")}
+    assert named == {
+        "plugin": "slow_hook",
+        "hook": "handlers.provision",
+        "event": "service_provision",
+        "function": "handlers.provision",
+    }
 
     install("crashing_hook")
     await runtime.load_plugin("crashing_hook")

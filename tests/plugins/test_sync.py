@@ -1,10 +1,12 @@
-"""PluginSync across instances: two real server processes on one PostgreSQL and one S3 server
-converge within 5 s."""
+"""PluginSync: at start-up an instance checks its plugins' files against the records and
+fetches what it lacks (both databases, both object stores); across instances, two real
+server processes on one PostgreSQL and one S3 server converge within 5 s."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,9 +16,12 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import TEST_SECRET_KEY
+from isp.app import create_app
+from isp.config import Settings
+from tests.conftest import TEST_SECRET_KEY, auth
 from tests.plugins import builders
-from tests.plugins.builders import free_port, stamp_zip, start_server, until
+from tests.plugins.builders import free_port, stamp_zip, stamped, start_server, until, upload
+from tests.plugins.conftest import STORES
 from tests.s3server import S3_ACCESS_KEY, S3_SECRET_KEY
 
 CONVERGENCE = 5.0
@@ -44,6 +49,107 @@ async def label(customer, db):
     customer.phone = plugin.settings.label
     await customer.save(using_db=db, update_fields=["phone"])
 """
+
+
+async def first_admin_token() -> str:
+    from isp.auth.roles import add_user
+    from isp.auth.tokens import issue_token
+
+    await add_user("alice", ["admin"])
+    return await issue_token("alice", ["admin"])
+
+
+@STORES
+async def test_tampered_file_is_detected_at_start_and_missing_folder_restored(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+    async with app.test_app():
+        client = app.test_client()
+        token = await first_admin_token()
+        await upload(client, token, stamp_zip(name="stamp"))
+        await upload(client, token, stamp_zip(name="other"))
+
+    handlers = settings.plugins_dir / "stamp" / "handlers.py"
+    handlers.write_text(handlers.read_text() + "\n# a hand edit\n")
+    shutil.rmtree(settings.plugins_dir / "other")
+
+    app = create_app(settings)
+    async with app.test_app():
+        client = app.test_client()
+        stamp = await (await client.get("/plugins/stamp", headers=auth(token))).get_json()
+        assert stamp["status"] == "error"
+        assert "checksum mismatch" in stamp["error"]
+        other = await (await client.get("/plugins/other", headers=auth(token))).get_json()
+        assert other["status"] == "active"
+        assert (settings.plugins_dir / "other" / "handlers.py").exists()
+
+
+@STORES
+async def test_instance_behind_an_upgrade_done_elsewhere_fetches_it_at_start(
+    settings: Settings, tmp_path: Path
+) -> None:
+    other = settings.model_copy(update={"plugins_dir": tmp_path / "plugins-other"})
+    first = create_app(settings)
+    async with first.test_app():
+        token = await first_admin_token()
+        assert (await upload(first.test_client(), token, stamp_zip())).status_code == 201
+
+    second = create_app(other)  # another instance, while the first is down
+    async with second.test_app():
+        client = second.test_client()
+        upgraded = await upload(client, token, stamp_zip(version="2.0.0"))
+        assert upgraded.status_code == 200, await upgraded.get_data(as_text=True)
+
+    first = create_app(settings)
+    async with first.test_app():
+        client = first.test_client()
+        stamp = await (await client.get("/plugins/stamp", headers=auth(token))).get_json()
+        assert (stamp["status"], stamp["version"]) == ("active", "2.0.0")
+        assert await stamped(client, token) == "stamp-2.0.0"
+
+
+# Imported in the server once `go` exists, it waits for its partner's import to begin:
+# imported one after the other, the first would wait past the import timeout.
+PARTNER_INIT = """
+import sys, time
+from pathlib import Path
+from isp.plugins import Plugin
+
+markers = Path({markers!r})
+if (markers / "go").exists() and not sys.argv[0].endswith("candidate.py"):
+    (markers / {name!r}).touch()
+    deadline = time.monotonic() + 60
+    while not (markers / {partner!r}).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+plugin = Plugin()
+"""
+
+
+async def test_plugins_fetched_at_start_import_side_by_side(
+    settings: Settings, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    pair = {"left": "right", "right": "left"}
+    first = create_app(settings)
+    async with first.test_app():
+        token = await first_admin_token()
+        for name, partner in pair.items():
+            init = PARTNER_INIT.format(markers=str(markers), name=name, partner=partner)
+            files = {**builders.stamp_files(name), "__init__.py": init}
+            installed = await upload(first.test_client(), token, builders.zip_of(name, files))
+            assert installed.status_code == 201, await installed.get_data(as_text=True)
+    for name in pair:  # a wiped disk: the next start fetches both from the object store
+        shutil.rmtree(settings.plugins_dir / name)
+    (markers / "go").touch()
+
+    again = create_app(settings.model_copy(update={"plugin_import_timeout": 5}))
+    async with again.test_app():
+        client = again.test_client()
+        listed = await (await client.get("/plugins", headers=auth(token))).get_json()
+        served = {p["name"]: (p["status"], p["error"]) for p in listed["plugins"]}
+        assert served == {"left": ("active", None), "right": ("active", None)}
 
 
 def tuned_zip() -> bytes:
