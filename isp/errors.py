@@ -16,6 +16,7 @@
     │   └── PluginInvalid         422  a plugin's manifest or code failed validation
     ├── StorageError              503  the object store failed or is unreachable
     ├── DatabaseUnavailable       503
+    │   └── CommitFailed          503  a workflow's commit failed (its changes are gone)
     └── PluginError               422  raised by a plugin hook to abort a workflow
         ├── HookTimeout           504  a hook ran past its timeout
         ├── HookCrashed           502  a hook raised something that is not a PluginError
@@ -144,6 +145,14 @@ class DatabaseUnavailable(ISPError):
     status = 503
     title = "Database unavailable"
     type_slug = "database"
+
+
+class CommitFailed(DatabaseUnavailable):
+    """A workflow's transaction could not commit; it rolled back and its hooks that had
+    acted were compensated."""
+
+    title = "Commit failed"
+    type_slug = "commit-failed"
 
 
 class PluginError(ISPError):

@@ -9,10 +9,13 @@ back and the error (naming plugin and hook) reaches the API unchanged.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncssh
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -23,10 +26,11 @@ from isp.core.models import Customer, Device, Plan, Service
 from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
 from isp.core.status import check_move
 from isp.crypto import SecretBox
-from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
+from isp.errors import CommitFailed, Conflict, HookCrashed, NotFound, ValidationFailed
 from isp.metrics import count_workflow
 from isp.pk_reads import get_by_pk
 from isp.plugins import registry
+from isp.plugins.compensation import compensating
 from isp.plugins.hooks import HookResult
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,30 @@ async def emit_in_transaction(
     return results
 
 
+@asynccontextmanager
+async def workflow_transaction() -> AsyncIterator[BaseDBAsyncClient]:
+    """The transaction of a workflow that emits an event.
+
+    If the workflow aborts (a hook failed, or the commit did), the hooks that already
+    acted outside the database are compensated after the rollback and before the error
+    is answered (:mod:`isp.plugins.compensation`); compensations get the plain
+    connection. A failed commit is answered as :class:`CommitFailed` (503).
+    """
+    async with compensating(get_connection("default")):
+        body_done = False
+        try:
+            async with in_transaction() as conn:
+                yield conn
+                body_done = True
+        except Exception as exc:
+            if not body_done:
+                raise
+            why = f"{type(exc).__name__}: {exc}"[:300]
+            raise CommitFailed(
+                f"the database refused to commit the workflow ({why}); nothing was changed"
+            ) from exc
+
+
 def require_driver(event: str, device: Device) -> None:
     """Refuse a move that no enabled plugin would carry out on ``device``'s router.
 
@@ -85,7 +113,7 @@ def require_driver(event: str, device: Device) -> None:
 
 
 async def create_customer(data: CustomerIn) -> Customer:
-    async with in_transaction() as conn:
+    async with workflow_transaction() as conn:
         customer = await Customer.create(**data.model_dump(), using_db=conn)
         await emit_in_transaction(events.CUSTOMER_CREATED, customer, conn)
     return customer
@@ -145,7 +173,7 @@ async def move_service(service_id: int, action: str) -> Service:
     The row is locked for the transaction (PostgreSQL), so two concurrent moves of one
     service are serialized and the second sees the first's result.
     """
-    async with in_transaction() as conn:
+    async with workflow_transaction() as conn:
         service = await Service.select_for_update().using_db(conn).get_or_none(id=service_id)
         if service is None:
             raise NotFound(f"no service with id {service_id}")

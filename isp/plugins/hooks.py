@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from isp.errors import PluginError
@@ -33,16 +33,22 @@ class Registration:
     func: Callable[..., Any]
     timeout: float | None
     is_async: bool
+    undo: Callable[..., Any] | None = None  # the ``@hook.compensate`` function, if any
 
     @property
     def function(self) -> str:
         """``handlers.provision``: the function's name inside its plugin, for logs and errors."""
-        module = str(getattr(self.func, "__module__", "") or "")
-        parts = module.split(".")
-        if len(parts) >= 2 and parts[0] == NAMESPACE:
-            module = ".".join(parts[2:])
-        qualname = str(getattr(self.func, "__qualname__", repr(self.func)))
-        return f"{module}.{qualname}" if module else qualname
+        return function_name(self.func)
+
+
+def function_name(func: Callable[..., Any]) -> str:
+    """``handlers.provision``: a plugin function's module inside its plugin and its name."""
+    module = str(getattr(func, "__module__", "") or "")
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[0] == NAMESPACE:
+        module = ".".join(parts[2:])
+    qualname = str(getattr(func, "__qualname__", repr(func)))
+    return f"{module}.{qualname}" if module else qualname
 
 
 def registration(event: str, func: Callable[..., Any], timeout: float | None) -> Registration:
@@ -53,14 +59,19 @@ def registration(event: str, func: Callable[..., Any], timeout: float | None) ->
             check_timeout(timeout)
     except ValueError as exc:
         raise ValueError(f"registry.hook({event!r}, timeout={timeout!r}): {exc}") from None
+    check_function(f"registry.hook({event!r})", func)
+    return Registration(event, func, float(timeout) if timeout else None, is_async(func))
+
+
+def check_function(decorator: str, func: Callable[..., Any]) -> None:
+    """A hook or a compensation is an ``async def`` or ``def`` function that returns."""
     if not callable(func):
-        raise TypeError(f"registry.hook({event!r}) decorates {func!r}, which is not callable")
+        raise TypeError(f"{decorator} decorates {func!r}, which is not callable")
     if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
         raise TypeError(
-            f"registry.hook({event!r}) decorates generator {func.__qualname__}: "
+            f"{decorator} decorates generator {func.__qualname__}: "
             "a hook is an 'async def' or 'def' function that returns"
         )
-    return Registration(event, func, float(timeout) if timeout else None, is_async(func))
 
 
 def is_async(func: Callable[..., Any]) -> bool:
@@ -86,6 +97,57 @@ def staged_table() -> list[Registration] | None:
     return _STAGING.get()
 
 
+def offer_compensate(
+    reg: Registration, attach: Callable[[Callable[..., Any]], None]
+) -> None:
+    """Give the hook function its ``.compensate`` decorator: ``attach(undo)`` records
+    ``undo`` as the compensation of ``reg`` (staged, or published at once in a test
+    registry). A function registered for several events compensates the last one."""
+
+    def compensate(undo: Callable[..., Any]) -> Callable[..., Any]:
+        check_function(f"{reg.function}.compensate", undo)
+        attach(undo)
+        return undo
+
+    with suppress(AttributeError, TypeError):  # a builtin or a slotted callable object
+        reg.func.compensate = compensate  # type: ignore[attr-defined]
+
+
+def stage_undo(table: list[Registration], reg: Registration, undo: Callable[..., Any]) -> None:
+    """Record ``undo`` on ``reg`` in the staging table (once per hook)."""
+    if staged_table() is not table:
+        raise RuntimeError(f"{reg.function}.compensate ran after its plugin's import ended")
+    for index, staged in enumerate(table):
+        if staged.func is reg.func and staged.event == reg.event:
+            if staged.undo is not None:
+                raise TypeError(
+                    f"{reg.function} for {reg.event!r} already has a compensation "
+                    f"({function_name(staged.undo)}): declare one per hook"
+                )
+            table[index] = replace(staged, undo=undo)
+            return
+    raise RuntimeError(f"{reg.function}.compensate ran after its plugin's import ended")
+
+
+class Compensation:
+    """How to undo one hook (``@hook.compensate``): run when the workflow aborts after the
+    hook acted, with the hook's arguments and timeout (see :mod:`isp.plugins.compensation`).
+    ``stats`` counts its calls as a hook's are counted."""
+
+    __slots__ = ("func", "function", "is_async", "stats", "takes")
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.function = function_name(func)
+        self.is_async = is_async(func)
+        self.takes = accepted_keywords(func)
+        self.stats = HookStats()
+
+    def arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The named arguments of one call this compensation accepts (as for hooks)."""
+        return _accepted(self.takes, kwargs)
+
+
 class HookEntry:
     """A published hook: one plugin's function for one event, with its stats.
 
@@ -93,10 +155,11 @@ class HookEntry:
     problems and stats show), ``function`` names the function (``handlers.gate``).
     ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
     ``takes``: the named arguments the function accepts (None: all, ``**kwargs``);
-    dispatch passes only those.
+    dispatch passes only those. ``compensation``: how to undo the hook, or None.
     """
 
     __slots__ = (
+        "compensation",
         "critical",
         "event",
         "func",
@@ -122,16 +185,20 @@ class HookEntry:
         self.critical = critical
         self.takes = accepted_keywords(reg.func)
         self.stats = HookStats()
+        self.compensation = Compensation(reg.undo) if reg.undo is not None else None
 
     def arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The named arguments of one call this hook accepts (pluggy's rule)."""
-        takes = self.takes
-        if takes is None or takes.issuperset(kwargs):
-            return kwargs
-        return {key: value for key, value in kwargs.items() if key in takes}
+        return _accepted(self.takes, kwargs)
 
     def __repr__(self) -> str:
         return f"<HookEntry {self.plugin}.{self.hook} on {self.event}>"
+
+
+def _accepted(takes: frozenset[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if takes is None or takes.issuperset(kwargs):
+        return kwargs
+    return {key: value for key, value in kwargs.items() if key in takes}
 
 
 @dataclass(slots=True)

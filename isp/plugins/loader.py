@@ -31,11 +31,11 @@ from types import CodeType, ModuleType
 import isp
 from isp.errors import PluginInvalid
 from isp.plugins.discovery import PluginSource
-from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, staging
+from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, function_name, staging
 from isp.plugins.manifest import Manifest, resolve_timeout
 from isp.plugins.plugin import Plugin
 from isp.plugins.settings import SettingsStore
-from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
+from isp.plugins.specs import SPECS_BY_NAME, EventSpec, SignatureMismatch, verify
 
 HANDLERS = "handlers"
 MODELS = "models"
@@ -320,6 +320,23 @@ def _validate(
                     hook=reg.function,
                     event=reg.event,
                 ) from None
+            if reg.undo is not None:
+                _verify_compensation(source, reg, event_spec)
         timeout = resolve_timeout(reg.timeout, spec.timeout)
         entries.append(HookEntry(source.name, reg, timeout=timeout, critical=spec.critical))
     return plugin, tuple(entries)
+
+
+def _verify_compensation(source: PluginSource, reg: Registration, event_spec: EventSpec) -> None:
+    """A compensation gets its hook's arguments, so it is checked against the same event."""
+    assert reg.undo is not None
+    name = function_name(reg.undo)
+    try:
+        verify(reg.undo, name, event_spec)
+    except SignatureMismatch as exc:
+        raise PluginInvalid(
+            f"{source.label}: compensation {name} of hook {reg.function} for {reg.event}: {exc}",
+            plugin=source.name,
+            hook=name,
+            event=reg.event,
+        ) from None

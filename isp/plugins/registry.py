@@ -17,10 +17,14 @@ from typing import Any, Final, TypeVar
 
 from isp.plugins.dispatch import Emission, EventPlan, dispatch_one
 from isp.plugins.hooks import (
+    Compensation,
     HookEntry,
     HookResult,
     Registration,
+    function_name,
+    offer_compensate,
     registration,
+    stage_undo,
     staged_table,
 )
 from isp.plugins.manifest import check_event, check_timeout
@@ -119,6 +123,7 @@ class PluginRegistry:
                         "registries; declare criticality in manifest.json"
                     )
                 table.append(reg)
+                offer_compensate(reg, lambda undo: stage_undo(table, reg, undo))
                 return func
             if self._adhoc_owner is None:
                 raise RuntimeError(
@@ -126,12 +131,13 @@ class PluginRegistry:
                     "hooks are collected when the loader imports plugins/<name>/; in tests "
                     "use the plugin_registry fixture"
                 )
-            self._register_adhoc(plugin or self._adhoc_owner, reg, critical)
+            entry = self._register_adhoc(plugin or self._adhoc_owner, reg, critical)
+            offer_compensate(reg, lambda undo: self._compensate_adhoc(entry, undo))
             return func
 
         return decorate
 
-    def _register_adhoc(self, owner: str, reg: Registration, critical: bool) -> None:
+    def _register_adhoc(self, owner: str, reg: Registration, critical: bool) -> HookEntry:
         """A test registry publishes a hook at once, validated as the loader would."""
         if reg.event not in self._events:
             known = ", ".join(sorted(self._events)) or "(none declared)"
@@ -151,6 +157,22 @@ class PluginRegistry:
             enabled=current.enabled if current else True,
             vendors=current.vendors if current else (),
         )
+        return entry
+
+    @staticmethod
+    def _compensate_adhoc(entry: HookEntry, undo: Callable[..., Any]) -> None:
+        """A test registry's ``@hook.compensate``: checked as the loader checks it."""
+        if entry.compensation is not None:
+            raise TypeError(f"{entry.function} for {entry.event!r} already has a compensation")
+        spec = SPECS_BY_NAME.get(entry.event)
+        if spec is not None:
+            try:
+                verify(undo, function_name(undo), spec)
+            except SignatureMismatch as exc:
+                raise ValueError(
+                    f"plugin {entry.plugin!r}: compensation of {entry.function}: {exc}"
+                ) from None
+        entry.compensation = Compensation(undo)
 
     def publish(
         self,
