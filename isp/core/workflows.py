@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import asyncssh
@@ -80,18 +80,27 @@ async def workflow_transaction() -> AsyncIterator[BaseDBAsyncClient]:
     connection. A failed commit is answered as :class:`CommitFailed` (503).
     """
     async with compensating(get_connection("default")):
-        body_done = False
+        failed: CommitFailed | None = None
         try:
             async with in_transaction() as conn:
                 yield conn
-                body_done = True
-        except Exception as exc:
-            if not body_done:
+                try:
+                    await conn.commit()
+                except Exception as exc:
+                    why = f"{type(exc).__name__}: {exc}"[:300]
+                    failed = CommitFailed(
+                        f"the database refused to commit the workflow ({why}); "
+                        "nothing was changed"
+                    )
+                    # SQLite keeps the transaction open after a failed COMMIT: end it, or
+                    # the connection's next statements would run inside it.
+                    with suppress(Exception):
+                        await conn.rollback()
+                    raise failed from exc
+        except Exception:
+            if failed is None:
                 raise
-            why = f"{type(exc).__name__}: {exc}"[:300]
-            raise CommitFailed(
-                f"the database refused to commit the workflow ({why}); nothing was changed"
-            ) from exc
+            raise failed from failed.__cause__  # not what ending the transaction raised
 
 
 def require_driver(event: str, device: Device) -> None:
