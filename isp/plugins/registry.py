@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
-from typing import Any, Final, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 from isp.plugins.dispatch import Emission, EventPlan, dispatch_one
 from isp.plugins.hooks import (
@@ -31,6 +31,17 @@ from isp.plugins.manifest import check_event, check_timeout
 from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
+
+
+class Hook(Protocol[P, R]):
+    """What ``@registry.hook`` returns: the function itself, which also offers
+    ``@<hook>.compensate`` to declare how to undo it (:mod:`isp.plugins.compensation`)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def compensate(self, undo: F) -> F: ...
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -103,7 +114,7 @@ class PluginRegistry:
         timeout: float | None = None,
         plugin: str | None = None,
         critical: bool = True,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[P, R]], Hook[P, R]]:
         """Register the decorated function as the plugin's hook for ``event``.
 
         ``timeout`` (seconds) wins over the manifest's and ``ISP_HOOK_TIMEOUT``.
@@ -113,7 +124,7 @@ class PluginRegistry:
         if timeout is not None:
             check_timeout(timeout)  # fail at the decorator line, not at import's end
 
-        def decorate(func: F) -> F:
+        def decorate(func: Callable[P, R]) -> Hook[P, R]:
             reg = registration(event, func, timeout)
             table = staged_table()
             if table is not None:
@@ -124,7 +135,7 @@ class PluginRegistry:
                     )
                 table.append(reg)
                 offer_compensate(reg, lambda undo: stage_undo(table, reg, undo))
-                return func
+                return cast(Hook[P, R], func)
             if self._adhoc_owner is None:
                 raise RuntimeError(
                     f"registry.hook({event!r}) on {reg.function} ran outside a plugin import: "
@@ -133,7 +144,7 @@ class PluginRegistry:
                 )
             entry = self._register_adhoc(plugin or self._adhoc_owner, reg, critical)
             offer_compensate(reg, lambda undo: self._compensate_adhoc(entry, undo))
-            return func
+            return cast(Hook[P, R], func)
 
         return decorate
 
@@ -303,7 +314,7 @@ class CurrentRegistry:
         timeout: float | None = None,
         plugin: str | None = None,
         critical: bool = True,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[P, R]], Hook[P, R]]:
         return self.current().hook(event, timeout=timeout, plugin=plugin, critical=critical)
 
     async def emit(self, event: str, /, *args: Any, **kwargs: Any) -> list[HookResult]:
