@@ -26,7 +26,7 @@ from isp.core.status import check_move
 from isp.core.workflows import emit_in_transaction, require_driver
 from isp.crypto import SecretBox
 from isp.errors import Conflict, NotFound, PluginError, ValidationFailed
-from isp.plugins import registry
+from isp.plugins import outbox, registry
 from isp.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _ids(ids: list[int]) -> str:
 
 
 async def update_customer(customer_id: int, data: CustomerPatch) -> Customer:
-    async with in_transaction() as conn:
+    async with outbox.transaction() as conn:
         customer: Customer = await _locked(Customer, conn, customer_id, "customer")
         changes = _changes(customer, data.model_dump(exclude_unset=True))
         if changes:
@@ -71,7 +71,7 @@ async def update_customer(customer_id: int, data: CustomerPatch) -> Customer:
 
 async def update_plan(plan_id: int, data: PlanPatch) -> Plan:
     """New rates; ``plan_updated`` gets the routers with live services on the plan."""
-    async with in_transaction() as conn:
+    async with outbox.transaction() as conn:
         plan: Plan = await _locked(Plan, conn, plan_id, "plan")
         changes = _changes(plan, data.model_dump(exclude_unset=True))
         if changes:
@@ -118,7 +118,7 @@ async def update_service(service_id: int, data: ServicePatch, box: SecretBox) ->
             "the service refers to records that do not exist",
             errors=[{"loc": ["body", "plan_id"], "msg": f"no plan with id {values['plan_id']}"}],
         )
-    async with in_transaction() as conn:
+    async with outbox.transaction() as conn:
         service: Service = await _locked(Service, conn, service_id, "service")
         if service.status is ServiceStatus.TERMINATED:
             raise Conflict(f"service {service_id} is terminated: it cannot change")

@@ -26,7 +26,7 @@ from isp.crypto import SecretBox
 from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed
 from isp.metrics import count_workflow
 from isp.pk_reads import get_by_pk
-from isp.plugins import registry
+from isp.plugins import outbox, registry
 from isp.plugins.hooks import HookResult
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ async def emit_in_transaction(
     aborts the whole transaction, and COMMIT would then roll back silently while the API
     reports success. A one-statement probe finds out, and the workflow fails instead,
     naming the hook.
+
+    The event's after-commit hooks get their outbox rows here, in the same transaction:
+    run that transaction with :func:`isp.plugins.outbox.transaction` so they are
+    delivered right after the commit.
     """
     try:
         results = await registry.emit(event, obj, db=conn, **extra)
@@ -62,6 +66,9 @@ async def emit_in_transaction(
                 hook=first.hook,
                 event=event,
             ) from exc
+    target = registry.current()
+    if target.after_commit_hooks(event):
+        await outbox.enqueue_after_commit(target, event, obj, conn, **extra)
     count_workflow(event, ok=True)
     return results
 
@@ -85,7 +92,7 @@ def require_driver(event: str, device: Device) -> None:
 
 
 async def create_customer(data: CustomerIn) -> Customer:
-    async with in_transaction() as conn:
+    async with outbox.transaction() as conn:
         customer = await Customer.create(**data.model_dump(), using_db=conn)
         await emit_in_transaction(events.CUSTOMER_CREATED, customer, conn)
     return customer
@@ -145,7 +152,7 @@ async def move_service(service_id: int, action: str) -> Service:
     The row is locked for the transaction (PostgreSQL), so two concurrent moves of one
     service are serialized and the second sees the first's result.
     """
-    async with in_transaction() as conn:
+    async with outbox.transaction() as conn:
         service = await Service.select_for_update().using_db(conn).get_or_none(id=service_id)
         if service is None:
             raise NotFound(f"no service with id {service_id}")

@@ -33,6 +33,7 @@ class Registration:
     func: Callable[..., Any]
     timeout: float | None
     is_async: bool
+    after_commit: bool = False
 
     @property
     def function(self) -> str:
@@ -45,8 +46,13 @@ class Registration:
         return f"{module}.{qualname}" if module else qualname
 
 
-def registration(event: str, func: Callable[..., Any], timeout: float | None) -> Registration:
-    """Validate a hook when it is registered, not when it is first called (as pluggy does)."""
+def registration(
+    event: str, func: Callable[..., Any], timeout: float | None, *, after_commit: bool = False
+) -> Registration:
+    """Validate a hook when it is registered, not when it is first called (as pluggy does).
+
+    ``after_commit``: the hook runs after the workflow committed, through the outbox.
+    """
     try:
         check_event(event)
         if timeout is not None:
@@ -60,7 +66,9 @@ def registration(event: str, func: Callable[..., Any], timeout: float | None) ->
             f"registry.hook({event!r}) decorates generator {func.__qualname__}: "
             "a hook is an 'async def' or 'def' function that returns"
         )
-    return Registration(event, func, float(timeout) if timeout else None, is_async(func))
+    return Registration(
+        event, func, float(timeout) if timeout else None, is_async(func), after_commit
+    )
 
 
 def is_async(func: Callable[..., Any]) -> bool:
@@ -93,10 +101,12 @@ class HookEntry:
     problems and stats show), ``function`` names the function (``handlers.gate``).
     ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
     ``takes``: the named arguments the function accepts (None: all, ``**kwargs``);
-    dispatch passes only those.
+    dispatch passes only those. ``after_commit``: delivered through the outbox after the
+    workflow committed, never inside it.
     """
 
     __slots__ = (
+        "after_commit",
         "critical",
         "event",
         "func",
@@ -121,6 +131,7 @@ class HookEntry:
         self.timeout = timeout
         self.critical = critical
         self.takes = accepted_keywords(reg.func)
+        self.after_commit = reg.after_commit
         self.stats = HookStats()
 
     def arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:

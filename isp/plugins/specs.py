@@ -117,11 +117,17 @@ def accepted_keywords(func: Callable[..., Any]) -> frozenset[str] | None:
     )
 
 
-def verify(func: Callable[..., Any], function: str, spec: EventSpec) -> None:
-    """Refuse a hook that cannot be called as ``func(obj, <spec.keywords by name>)``."""
-    offered = (
-        f"it passes {spec.subject} (first, by position) and {', '.join(spec.keywords)} by name"
-    )
+AFTER_COMMIT_KEYWORDS: Final = ("delivery",)
+"""What an after-commit hook receives besides its event's arguments."""
+
+
+def verify(
+    func: Callable[..., Any], function: str, spec: EventSpec, *, after_commit: bool = False
+) -> None:
+    """Refuse a hook that cannot be called as ``func(obj, <spec.keywords by name>)``
+    (plus ``delivery`` for an after-commit hook)."""
+    keywords = (*spec.keywords, *AFTER_COMMIT_KEYWORDS) if after_commit else spec.keywords
+    offered = f"it passes {spec.subject} (first, by position) and {', '.join(keywords)} by name"
     try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):
@@ -139,7 +145,7 @@ def verify(func: Callable[..., Any], function: str, spec: EventSpec) -> None:
             param.VAR_KEYWORD,
         ):
             continue
-        if param.kind is param.POSITIONAL_ONLY or param.name not in spec.keywords:
+        if param.kind is param.POSITIONAL_ONLY or param.name not in keywords:
             raise SignatureMismatch(
                 f"{function} takes argument {param.name!r}, which {spec.name} does not pass; "
                 f"{offered}"
