@@ -375,29 +375,36 @@ class Outbox:
     def _spawn(self, row: OutboxRow) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(row))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if len(self._tasks) == CONCURRENCY - 1:
+            self._wake.set()  # a slot came free: the poller may claim again
 
     # -- the poller --------------------------------------------------------------------
 
     async def _poll(self) -> None:
         while True:
-            try:
-                rows = await self.claim()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a database blip: log, try at the next poll
-                log.exception("outbox claim failed")
-                rows = []
+            self._wake.clear()  # a wake from now on is not lost: the wait below sees it
+            free = min(BATCH, CONCURRENCY - len(self._tasks))
+            rows: list[OutboxRow] = []
+            if free > 0:
+                try:
+                    rows = await self.claim(free)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a database blip: log, retry at the next poll
+                    log.exception("outbox claim failed")
             for row in rows:
                 self._spawn(row)
-            if len(rows) >= BATCH:
-                continue
+            if rows and len(rows) >= free:
+                continue  # more may be due: claim again as slots free up
             wait = self.poll_interval
             if self._next_retry != float("inf"):
                 wait = max(0.0, min(wait, self._next_retry - monotonic()))
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            self._wake.clear()
             if self._next_retry <= monotonic():
                 self._next_retry = float("inf")
 
