@@ -314,7 +314,7 @@ class Server:
                 await self.process.wait()
 
 
-LEDGER_HANDLERS = '''
+LEDGER_HANDLERS = """
 import asyncio
 import json
 import os
@@ -352,7 +352,7 @@ async def on_customer(customer, delivery):
 @registry.after_commit("service_provision", timeout=120)
 async def on_provision(service, delivery):
     await deliver(service, delivery)
-'''
+"""
 
 
 def ledger_files(folder: Path) -> dict[str, str]:
