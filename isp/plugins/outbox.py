@@ -63,6 +63,7 @@ FAILED: Final = "failed"
 STATUSES: Final = (PENDING, FAILED, DELIVERED)
 
 BATCH: Final = 100  # rows one claim takes at most
+ACK_DELAY: Final = 0.02  # seconds successes wait to be recorded together (one write)
 CONCURRENCY: Final = 32  # deliveries one instance runs at once
 MAX_BACKOFF: Final = 300.0  # seconds, the longest wait between two attempts
 _REF: Final = "$ref"
@@ -114,11 +115,21 @@ class DeliveryImpossible(Exception):
 # -- writing rows ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A row written claimed for this instance, with the object and arguments it was
+    written for: the committing instance delivers with them, without reloading."""
+
+    row: OutboxRow
+    subject: Any
+    args: dict[str, Any]
+
+
 @dataclass(slots=True)
 class _Scope:
     """The rows one :func:`transaction` wrote, handed to the deliverer once it committed."""
 
-    claimed: list[OutboxRow] = field(default_factory=list)
+    claimed: list[_Written] = field(default_factory=list)
     deferred: int = 0
 
 
@@ -198,7 +209,8 @@ async def enqueue(
     )
     if scope is not None:
         if claim:
-            scope.claimed.append(row)
+            kept = {name: value for name, value in (args or {}).items() if name != "db"}
+            scope.claimed.append(_Written(row, subject, kept))
         else:
             scope.deferred += 1
             if outbox is not None:
@@ -333,6 +345,8 @@ class Outbox:
         self._poller: asyncio.Task[None] | None = None
         self._waiting: Counter[str] = Counter()  # ordering keys with rows queued behind one
         self._next_retry = float("inf")
+        self._acks: list[OutboxRow] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -355,6 +369,11 @@ class Outbox:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._flush()
         with suppress(Exception):
             await OutboxRow.filter(status=PENDING, claimed_by=self.instance).update(
                 claimed_by=None, lease_until=None
@@ -362,18 +381,18 @@ class Outbox:
 
     # -- after a commit ----------------------------------------------------------------
 
-    def committed(self, claimed: list[OutboxRow], deferred: int) -> None:
+    def committed(self, claimed: list[_Written], deferred: int) -> None:
         """Deliver the rows a committed transaction wrote already claimed for us."""
-        for row in claimed:
-            self._spawn(row)
+        for written in claimed:
+            self._spawn(written.row, written)
         if deferred:
             self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
 
-    def _spawn(self, row: OutboxRow) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(row))
+    def _spawn(self, row: OutboxRow, written: _Written | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(row, written))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -456,26 +475,29 @@ class Outbox:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    async def _deliver(self, row: OutboxRow, written: _Written | None) -> None:
         async with self._slots:
             error: BaseException | None = None
             started = monotonic()
             try:
-                await self._attempt(row)
+                await self._attempt(row, written)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
                 error = exc
             await self._settle(row, error, monotonic() - started)
 
-    async def _attempt(self, row: OutboxRow) -> None:
+    async def _attempt(self, row: OutboxRow, written: _Written | None) -> None:
         runner = _RUNNERS.get(row.kind)
         if runner is None:
             raise DeliveryImpossible(f"no runner for outbox rows of kind {row.kind!r}")
-        subject = None
-        if row.subject_model is not None and row.subject_id is not None:
-            subject = await _load(row.subject_model, row.subject_id, list(row.relations))
-        args = {name: await _decode(value) for name, value in row.args.items()}
+        if written is not None:  # just committed here: the objects are the committed ones
+            subject, args = written.subject, dict(written.args)
+        else:
+            subject = None
+            if row.subject_model is not None and row.subject_id is not None:
+                subject = await _load(row.subject_model, row.subject_id, list(row.relations))
+            args = {name: await _decode(value) for name, value in row.args.items()}
         delivery = Delivery(
             id=row.key,
             attempt=row.attempts,
@@ -491,9 +513,7 @@ class Outbox:
         """Record the attempt, if our claim still holds (else another instance took over)."""
         mine = OutboxRow.filter(id=row.id, claimed_by=self.instance, attempts=row.attempts)
         if error is None:
-            done = await mine.update(
-                status=DELIVERED, delivered_at=now(), claimed_by=None, lease_until=None
-            )
+            self._ack(row)
             log.info(
                 "outbox delivered",
                 extra={
@@ -541,13 +561,41 @@ class Outbox:
                         "reason": reason,
                     },
                 )
-        if not done:
-            log.warning(
-                "outbox claim lapsed before the attempt ended",
-                extra={"outbox_id": row.id, "attempt": row.attempts},
+            if not done:
+                log.warning(
+                    "outbox claim lapsed before the attempt ended",
+                    extra={"outbox_id": row.id, "attempt": row.attempts},
+                )
+            if self._waiting[row.ordering_key]:
+                self._wake.set()  # a row of ours waits behind this one
+
+    def _ack(self, row: OutboxRow) -> None:
+        """Record a success soon, together with those that follow within ACK_DELAY:
+        one write for many deliveries. A crash before it means one more delivery."""
+        self._acks.append(row)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(ACK_DELAY)
+        finally:
+            self._flusher = None
+        await self._flush()
+
+    async def _flush(self) -> None:
+        rows, self._acks = self._acks, []
+        if not rows:
+            return
+        try:
+            await OutboxRow.filter(id__in=[r.id for r in rows], claimed_by=self.instance).update(
+                status=DELIVERED, delivered_at=now(), claimed_by=None, lease_until=None
             )
-        if self._waiting[row.ordering_key]:
-            self._wake.set()  # a row of ours waits behind this one
+        except Exception:  # noqa: BLE001 - the claims lapse and the rows are delivered again
+            log.exception("outbox: recording %s deliveries failed", len(rows))
+            return
+        if any(self._waiting[r.ordering_key] for r in rows):
+            self._wake.set()  # rows of ours wait behind these
 
     def note_waiting(self, ordering_key: str) -> None:
         """A row was written behind an unfinished one for the same plugin and object."""

@@ -34,6 +34,15 @@ def notes(ledger: Path, what: str) -> list[dict[str, Any]]:
     return [n for n in ledger_notes(ledger) if n["what"] == what]
 
 
+async def nothing_pending(server: Server, token: str) -> bool:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        answer = await http.get(
+            "/outbox?status=pending", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["outbox"] == []
+
+
 def instance_env(tmp_path: Path, ledger: Path, database_url: str, **extra: str) -> dict[str, str]:
     """One instance's environment, with the ledger plugin in its plugins folder."""
     env = server_env(
@@ -81,11 +90,7 @@ async def test_a_delivery_cut_by_a_crash_is_delivered_after_the_restart(
         assert delivered["id"] == customer_id
         assert delivered["attempt"] == 2
         assert delivered["pid"] != started["pid"]
-        async with httpx.AsyncClient(base_url=second.url, timeout=10) as http:
-            rows = await http.get(
-                "/outbox?status=pending", headers={"Authorization": f"Bearer {token}"}
-            )
-        assert rows.json()["outbox"] == []
+        assert await eventually(lambda: nothing_pending(second, token), within=5)
     finally:
         await first.stop()
         await second.stop()
@@ -149,11 +154,10 @@ async def test_two_instances_deliver_500_rows_with_none_twice(
         assert {n["pid"] for n in delivered} == {n["pid"] for n in notes(ledger, "started")}
         assert len({n["pid"] for n in delivered}) == 2
         assert all(n["attempt"] == 1 for n in delivered)
+        assert await eventually(lambda: nothing_pending(servers[0], token), within=5)
         async with httpx.AsyncClient(base_url=servers[0].url, timeout=10) as http:
             auth = {"Authorization": f"Bearer {token}"}
-            pending = await http.get("/outbox?status=pending", headers=auth)
             failed = await http.get("/outbox?status=failed", headers=auth)
-        assert pending.json()["outbox"] == []
         assert failed.json()["outbox"] == []
     finally:
         for server in servers:
