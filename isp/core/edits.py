@@ -26,7 +26,7 @@ from isp.core.status import check_move
 from isp.core.workflows import emit_in_transaction, require_driver, workflow_transaction
 from isp.crypto import SecretBox
 from isp.errors import Conflict, NotFound, PluginError, ValidationFailed
-from isp.plugins import registry
+from isp.plugins import outbox, registry
 from isp.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ async def force_terminate(service_id: int, actor: Principal) -> tuple[Service, l
     """
     failures: list[dict[str, Any]] = []
     try:
-        async with in_transaction() as conn:
+        async with outbox.transaction() as conn:
             service = await _terminated(conn, service_id)
             results = await registry.emit(events.SERVICE_TERMINATE, service, db=conn)
             failures = [
@@ -260,7 +260,7 @@ async def force_terminate(service_id: int, actor: Principal) -> tuple[Service, l
         log.warning("forced termination: hooks left the transaction unusable: %s", exc)
     else:
         return service, failures
-    async with in_transaction() as conn:
+    async with outbox.transaction() as conn:
         service = await _terminated(conn, service_id)
         await _audit_force(conn, actor, service, failures)
     log.warning(
@@ -271,11 +271,16 @@ async def force_terminate(service_id: int, actor: Principal) -> tuple[Service, l
 
 
 async def _terminated(conn: Any, service_id: int) -> Service:
+    """The service terminated in ``conn``, its after-commit deliveries written there too
+    (whichever of the two transactions commits, they go out once)."""
     service: Service = await _locked(Service, conn, service_id, "service")
     move = check_move("terminate", service.status, service.id)
     await service.fetch_related("customer", "plan", "device", using_db=conn)
     service.status = move.target
     await service.save(using_db=conn, update_fields=["status", "updated_at"])
+    target = registry.current()
+    if target.after_commit_hooks(events.SERVICE_TERMINATE):
+        await outbox.enqueue_after_commit(target, events.SERVICE_TERMINATE, service, conn)
     return service
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.connection import get_connection
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -29,7 +29,7 @@ from isp.crypto import SecretBox
 from isp.errors import CommitFailed, Conflict, HookCrashed, NotFound, ValidationFailed
 from isp.metrics import count_workflow
 from isp.pk_reads import get_by_pk
-from isp.plugins import registry
+from isp.plugins import outbox, registry
 from isp.plugins.compensation import compensating
 from isp.plugins.hooks import HookResult
 
@@ -45,6 +45,10 @@ async def emit_in_transaction(
     aborts the whole transaction, and COMMIT would then roll back silently while the API
     reports success. A one-statement probe finds out, and the workflow fails instead,
     naming the hook.
+
+    The event's after-commit hooks get their outbox rows here, in the same transaction:
+    run that transaction with :func:`isp.plugins.outbox.transaction` so they are
+    delivered right after the commit.
     """
     try:
         results = await registry.emit(event, obj, db=conn, **extra)
@@ -66,6 +70,9 @@ async def emit_in_transaction(
                 hook=first.hook,
                 event=event,
             ) from exc
+    target = registry.current()
+    if target.after_commit_hooks(event):
+        await outbox.enqueue_after_commit(target, event, obj, conn, **extra)
     count_workflow(event, ok=True)
     return results
 
@@ -82,10 +89,11 @@ async def workflow_transaction() -> AsyncIterator[BaseDBAsyncClient]:
     async with compensating(get_connection("default")):
         failed: CommitFailed | None = None
         try:
-            async with in_transaction() as conn:
+            async with outbox.transaction() as conn:
                 yield conn
+                transaction = cast(TransactionalDBClient, conn)
                 try:
-                    await conn.commit()
+                    await transaction.commit()
                 except Exception as exc:
                     why = f"{type(exc).__name__}: {exc}"[:300]
                     failed = CommitFailed(
@@ -95,7 +103,7 @@ async def workflow_transaction() -> AsyncIterator[BaseDBAsyncClient]:
                     # SQLite keeps the transaction open after a failed COMMIT: end it, or
                     # the connection's next statements would run inside it.
                     with suppress(Exception):
-                        await conn.rollback()
+                        await transaction.rollback()
                     raise failed from exc
         except Exception:
             if failed is None:

@@ -33,6 +33,7 @@ class Registration:
     func: Callable[..., Any]
     timeout: float | None
     is_async: bool
+    after_commit: bool = False
     undo: Callable[..., Any] | None = None  # the ``@hook.compensate`` function, if any
 
     @property
@@ -51,8 +52,13 @@ def function_name(func: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
-def registration(event: str, func: Callable[..., Any], timeout: float | None) -> Registration:
-    """Validate a hook when it is registered, not when it is first called (as pluggy does)."""
+def registration(
+    event: str, func: Callable[..., Any], timeout: float | None, *, after_commit: bool = False
+) -> Registration:
+    """Validate a hook when it is registered, not when it is first called (as pluggy does).
+
+    ``after_commit``: the hook runs after the workflow committed, through the outbox.
+    """
     try:
         check_event(event)
         if timeout is not None:
@@ -60,7 +66,9 @@ def registration(event: str, func: Callable[..., Any], timeout: float | None) ->
     except ValueError as exc:
         raise ValueError(f"registry.hook({event!r}, timeout={timeout!r}): {exc}") from None
     check_function(f"registry.hook({event!r})", func)
-    return Registration(event, func, float(timeout) if timeout else None, is_async(func))
+    return Registration(
+        event, func, float(timeout) if timeout else None, is_async(func), after_commit
+    )
 
 
 def check_function(decorator: str, func: Callable[..., Any]) -> None:
@@ -155,10 +163,12 @@ class HookEntry:
     problems and stats show), ``function`` names the function (``handlers.gate``).
     ``timeout`` is the explicit one (decorator, else manifest) or None for the default.
     ``takes``: the named arguments the function accepts (None: all, ``**kwargs``);
-    dispatch passes only those. ``compensation``: how to undo the hook, or None.
+    dispatch passes only those. ``after_commit``: delivered through the outbox after the
+    workflow committed, never inside it. ``compensation``: how to undo the hook, or None.
     """
 
     __slots__ = (
+        "after_commit",
         "compensation",
         "critical",
         "event",
@@ -184,6 +194,7 @@ class HookEntry:
         self.timeout = timeout
         self.critical = critical
         self.takes = accepted_keywords(reg.func)
+        self.after_commit = reg.after_commit
         self.stats = HookStats()
         self.compensation = Compensation(reg.undo) if reg.undo is not None else None
 

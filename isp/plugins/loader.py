@@ -292,27 +292,35 @@ def _validate(
             f"(from isp.plugins import Plugin), found {type(plugin).__name__}",
             plugin=source.name,
         )
-    registered = {reg.event for reg in registrations}
+    registered = {(reg.event, reg.after_commit) for reg in registrations}
     for declared in manifest.hooks:
-        if declared.name not in registered:
+        if (declared.name, declared.after_commit) not in registered:
+            decorator = "after_commit" if declared.after_commit else "hook"
             raise PluginInvalid(
-                f"{source.label}/manifest.json: hooks: declares {declared.name!r} but no "
-                f"function is registered for it (add @registry.hook({declared.name!r}))",
+                f"{source.label}/manifest.json: hooks: declares {declared.name!r}"
+                f"{' (after_commit)' if declared.after_commit else ''} but no function is "
+                f"registered for it (add @registry.{decorator}({declared.name!r}))",
                 plugin=source.name,
             )
     entries: list[HookEntry] = []
     for reg in registrations:  # several per event are fine: each is its own hook
-        spec = manifest.hook(reg.event)
+        spec = manifest.hook(reg.event, after_commit=reg.after_commit)
         if spec is None:
+            declare = (
+                f'{{"name": {reg.event!r}, "after_commit": true}}'
+                if reg.after_commit
+                else repr(reg.event)
+            )
             raise PluginInvalid(
-                f"{source.label}: {reg.function} is registered for {reg.event!r} but "
-                f'manifest.json does not declare it: add {reg.event!r} to "hooks"',
+                f"{source.label}: {reg.function} is registered for {reg.event!r}"
+                f"{' after commit' if reg.after_commit else ''} but manifest.json does not "
+                f'declare it: add {declare} to "hooks"',
                 plugin=source.name,
             )
         event_spec = SPECS_BY_NAME.get(reg.event)
         if event_spec is not None:
             try:
-                verify(reg.func, reg.function, event_spec)
+                verify(reg.func, reg.function, event_spec, after_commit=reg.after_commit)
             except SignatureMismatch as exc:
                 raise PluginInvalid(
                     f"{source.label}: hook {reg.function} for {reg.event}: {exc}",

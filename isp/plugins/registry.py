@@ -79,6 +79,7 @@ class PluginRegistry:
         self._events: frozenset[str] = frozenset()
         self._plugins: dict[str, _Published] = {}
         self._plans: dict[str, EventPlan] = {}
+        self._after_commit: dict[str, tuple[HookEntry, ...]] = {}
         self._drivers: dict[tuple[str, str], tuple[str, ...]] = {}
 
     # -- configuration ---------------------------------------------------------------
@@ -121,11 +122,36 @@ class PluginRegistry:
         ``plugin`` and ``critical`` are for test registries only; a plugin declares
         criticality in its manifest.
         """
+        return self._decorator(event, timeout, plugin, critical, after_commit=False)
+
+    def after_commit(
+        self, event: str, *, timeout: float | None = None, plugin: str | None = None
+    ) -> Callable[[F], F]:
+        """Register the decorated function to run once ``event``'s workflow committed.
+
+        Called ``(obj, delivery, <the event's other arguments by name>)`` through the
+        outbox, at least once, never for a workflow that rolled back (see
+        :mod:`isp.plugins.outbox`). ``db`` is then the plain connection, not the
+        workflow's transaction.
+        """
+        return cast(
+            Callable[[F], F], self._decorator(event, timeout, plugin, True, after_commit=True)
+        )
+
+    def _decorator(
+        self,
+        event: str,
+        timeout: float | None,
+        plugin: str | None,
+        critical: bool,
+        *,
+        after_commit: bool,
+    ) -> Callable[[Callable[P, R]], Hook[P, R]]:
         if timeout is not None:
             check_timeout(timeout)  # fail at the decorator line, not at import's end
 
         def decorate(func: Callable[P, R]) -> Hook[P, R]:
-            reg = registration(event, func, timeout)
+            reg = registration(event, func, timeout, after_commit=after_commit)
             table = staged_table()
             if table is not None:
                 if plugin is not None or not critical:
@@ -134,7 +160,8 @@ class PluginRegistry:
                         "registries; declare criticality in manifest.json"
                     )
                 table.append(reg)
-                offer_compensate(reg, lambda undo: stage_undo(table, reg, undo))
+                if not after_commit:  # an after-commit hook has nothing to undo
+                    offer_compensate(reg, lambda undo: stage_undo(table, reg, undo))
                 return cast(Hook[P, R], func)
             if self._adhoc_owner is None:
                 raise RuntimeError(
@@ -143,7 +170,8 @@ class PluginRegistry:
                     "use the plugin_registry fixture"
                 )
             entry = self._register_adhoc(plugin or self._adhoc_owner, reg, critical)
-            offer_compensate(reg, lambda undo: self._compensate_adhoc(entry, undo))
+            if not after_commit:
+                offer_compensate(reg, lambda undo: self._compensate_adhoc(entry, undo))
             return cast(Hook[P, R], func)
 
         return decorate
@@ -156,7 +184,7 @@ class PluginRegistry:
         spec = SPECS_BY_NAME.get(reg.event)
         if spec is not None:
             try:
-                verify(reg.func, reg.function, spec)
+                verify(reg.func, reg.function, spec, after_commit=reg.after_commit)
             except SignatureMismatch as exc:
                 raise ValueError(f"plugin {owner!r}: hook for {reg.event}: {exc}") from None
         current = self._plugins.get(owner)
@@ -241,6 +269,17 @@ class PluginRegistry:
         devices, by name (empty when none would act on such a device)."""
         return self._drivers.get((event, vendor), ())
 
+    def after_commit_hooks(self, event: str) -> tuple[HookEntry, ...]:
+        """The enabled after-commit hooks of ``event`` (each gets one outbox row)."""
+        return self._after_commit.get(event, ())
+
+    def after_commit_entry(self, event: str, plugin: str, function: str) -> HookEntry | None:
+        """The enabled after-commit hook an outbox row names, if it is still there."""
+        for entry in self._after_commit.get(event, ()):
+            if entry.plugin == plugin and entry.function == function:
+                return entry
+        return None
+
     def timeout_of(self, entry: HookEntry) -> float:
         return entry.timeout or self._default_timeout
 
@@ -266,12 +305,16 @@ class PluginRegistry:
     def _rebuild(self) -> None:
         events = set(self._declared)
         table: dict[str, list[HookEntry]] = {}
+        after_commit: dict[str, list[HookEntry]] = {}
         drivers: dict[tuple[str, str], list[str]] = {}
         for name in sorted(self._plugins):
             published = self._plugins[name]
             events |= published.events
             if published.enabled:
                 for entry in published.entries:
+                    if entry.after_commit:
+                        after_commit.setdefault(entry.event, []).append(entry)
+                        continue
                     table.setdefault(entry.event, []).append(entry)
                     for vendor in published.vendors:
                         drivers.setdefault((entry.event, vendor), []).append(name)
@@ -280,6 +323,7 @@ class PluginRegistry:
         }
         self._events = frozenset(events)
         self._drivers = {key: tuple(names) for key, names in drivers.items()}
+        self._after_commit = {event: tuple(hooks) for event, hooks in after_commit.items()}
         self._plans = plans  # the one assignment emits observe
 
 
@@ -316,6 +360,11 @@ class CurrentRegistry:
         critical: bool = True,
     ) -> Callable[[Callable[P, R]], Hook[P, R]]:
         return self.current().hook(event, timeout=timeout, plugin=plugin, critical=critical)
+
+    def after_commit(
+        self, event: str, *, timeout: float | None = None, plugin: str | None = None
+    ) -> Callable[[F], F]:
+        return self.current().after_commit(event, timeout=timeout, plugin=plugin)
 
     async def emit(self, event: str, /, *args: Any, **kwargs: Any) -> list[HookResult]:
         return await self.current().emit(event, *args, **kwargs)

@@ -22,8 +22,17 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_readme_event_table_is_the_spec_table() -> None:
     section = README.read_text().split("### Events", 1)[1].split("\n\n", 2)[1]
-    rows = re.findall(r"^\| `([a-z_]+)` \| `(\([^`]*\))` \|", section, re.MULTILINE)
-    assert rows == [(spec.name, spec.signature) for spec in CORE_SPECS]
+    rows = re.findall(
+        r"^\| `([a-z_]+)` \| `(\([^`]*\))` \| (`\([^`]*\)`|none) \|", section, re.MULTILINE
+    )
+    assert rows == [
+        (
+            spec.name,
+            spec.signature,
+            f"`{spec.after_commit_signature}`" if spec.after_commit_signature else "none",
+        )
+        for spec in CORE_SPECS
+    ]
 
 
 def test_every_event_the_core_emits_has_a_specification() -> None:
