@@ -33,7 +33,7 @@ from isp.metrics import EXTENSION_KEY as METRICS_KEY
 from isp.metrics import Metrics, install_http_metrics
 from isp.metrics import bp as metrics_bp
 from isp.openapi import PLUGIN_ROUTE_DOCS, ISPOpenAPIProvider, annotate
-from isp.plugins import outbox, registry
+from isp.plugins import compensation_retry, outbox, registry
 from isp.plugins.api import bp as plugins_bp
 from isp.plugins.outbox_api import EXTENSION as OUTBOX_KEY
 from isp.plugins.outbox_api import bp as outbox_bp
@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> Quart:
     store = create_object_store(settings)
     plugins = PluginRuntime(settings, plugin_registry, plugin_settings)
     deliverer = outbox.Outbox(settings, plugin_registry)
+    compensation_retry.install()  # failed compensations are outbox rows too
     app.extensions[OUTBOX_KEY] = deliverer
     metrics = Metrics(plugins, plugin_registry)
     queue = TaskQueue(settings)

@@ -30,7 +30,6 @@ from time import perf_counter
 from typing import Any
 
 from isp.errors import ISPError, PluginError
-from isp.plugins.compensation_retry import retry_later
 from isp.plugins.hooks import Compensation, HookEntry
 
 log = logging.getLogger("isp.plugins.compensation")
@@ -109,17 +108,21 @@ async def compensating(db: Any) -> AsyncIterator[None]:
 async def compensate(acted: Sequence[Acted], db: Any, error: BaseException) -> None:
     """Run every compensation at once; report the failed ones on ``error`` and hand them
     over for a later retry. Never raises for a compensation's failure."""
-    outcomes = await asyncio.gather(*(_undo(call, db) for call in acted))
+    outcomes = await asyncio.gather(*(undo_once(call, db) for call in acted))
     failures = [failure for failure in outcomes if failure is not None]
     if not failures:
         return
     if isinstance(error, ISPError):
         listed = error.extra.setdefault("compensation_failures", [])
         listed.extend(failure.to_problem() for failure in failures)
+    # Imported here: the retry module reaches the outbox, which imports dispatch, which
+    # imports this module.
+    from isp.plugins.compensation_retry import retry_later
+
     await retry_later(failures)
 
 
-async def _undo(call: Acted, db: Any) -> FailedCompensation | None:
+async def undo_once(call: Acted, db: Any) -> FailedCompensation | None:
     """One compensation under its hook's timeout; counted and logged, never raised."""
     undo = call.compensation
     kwargs = undo.arguments({**call.kwargs, "db": db})

@@ -47,7 +47,9 @@ async def unprovision(service, db):
 """
 )
 
-ACTS_UNDO_FAILS = """
+ACTS_UNDO_FAILS = (
+    MARK
+    + """
 from isp.plugins import registry
 
 @registry.hook("service_provision")
@@ -55,9 +57,14 @@ async def provision(service, db):
     return None
 
 @provision.compensate
-async def unprovision(service):
-    raise RuntimeError("router 192.0.2.1 unreachable")
+async def unprovision(service, db):
+    tried = await db.execute_query_dict("SELECT id FROM customer WHERE name = 'undo-tried'")
+    if not tried:  # the first attempt fails; the retry through the outbox succeeds
+        await mark(db, "undo-tried")
+        raise RuntimeError("router 192.0.2.1 unreachable")
+    await mark(db, f"undone-on-retry-{service.id}")
 """
+)
 
 REFUSES = (
     MARK
@@ -167,8 +174,7 @@ async def test_a_refusal_compensates_the_hook_that_acted_once(
 async def test_a_compensation_that_fails_is_listed_and_the_answer_stays_the_refusal(
     client: Client, tokens: Tokens
 ) -> None:
-
-    _, status, problem = await provision(client, tokens)
+    service_id, status, problem = await provision(client, tokens)
 
     assert status == 422
     assert problem["plugin"] == "refuses"
@@ -180,6 +186,11 @@ async def test_a_compensation_that_fails_is_listed_and_the_answer_stays_the_refu
     assert failures[0]["hook"] == "handlers.provision"
     assert failures[0]["compensation"] == "handlers.unprovision"
     assert "RuntimeError: router 192.0.2.1 unreachable" in failures[0]["reason"]
+
+    async def retried() -> bool:
+        return await marks(f"undone-on-retry-{service_id}") == 1
+
+    await builders.eventually(retried, within=10)  # the outbox ran it again, once
 
 
 @plugins(acts=ACTS, unsound=UNSOUND)
