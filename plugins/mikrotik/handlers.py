@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from isp.plugins import registry
+from isp.plugins import PluginError, registry
 
 from . import backup, plugin, provision, undo
 from .budget import Budget
@@ -126,6 +126,11 @@ async def session(
         yield router
 
 
+def mark(service: ServiceLike, event: str) -> None:
+    """Before a hook touches the router: its compensation knows the hook ran here."""
+    undo.journal.keep(service, event, None)
+
+
 async def remember(router: RouterSession, service: ServiceLike, event: str) -> None:
     """Keep the subscriber's secret as it is, for the compensation of ``event``."""
     before = await undo.capture(router, service.username)
@@ -135,20 +140,34 @@ async def remember(router: RouterSession, service: ServiceLike, event: str) -> N
 
 async def put_back(service: ServiceLike, db: Any, event: str) -> None:
     """The compensation of every subscriber hook: the secret as the hook found it."""
-    captured = undo.journal.take(service, event)
-    if captured is None or not handles(service.device):
-        return  # the hook never got to read this router: it changed nothing there
-    async with session(service.device, db, event) as router:
-        await undo.restore(router, captured.username, captured.before)
-        log.info(
-            "subscriber change undone",
-            extra={**router.target.where, "service_id": service.id, "event": event},
+    if not handles(service.device):
+        return  # the hook left other vendors' routers alone
+    marked, captured = undo.journal.take(service, event)
+    if marked and captured is None:
+        return  # the hook never got to read the router: it changed nothing there
+    if captured is None:
+        raise PluginError(
+            f"cannot undo {event} of subscriber {service.username!r} (service {service.id}): "
+            "the secret's previous values were kept by the instance that ran the hook, "
+            "and this one does not have them; check the secret on the router by hand"
         )
+    try:
+        async with session(service.device, db, event) as router:
+            await undo.restore(router, captured.username, captured.before)
+            log.info(
+                "subscriber change undone",
+                extra={**router.target.where, "service_id": service.id, "event": event},
+            )
+    except BaseException:
+        undo.journal.keep_for_retry(service.id, event, captured)
+        raise
+    undo.journal.done(service.id, event)
 
 
 @registry.hook("service_provision")
 async def service_provision(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_provision")
         sub = subscriber(service)  # refuse bad values before connecting
         async with session(service.device, db, "service_provision") as router:
             await remember(router, service, "service_provision")
@@ -164,6 +183,7 @@ async def undo_service_provision(service: ServiceLike, db: Any = None) -> None:
 @registry.hook("service_suspend")
 async def service_suspend(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_suspend")
         async with session(service.device, db, "service_suspend") as router:
             await remember(router, service, "service_suspend")
             await provision.suspend(router, service.username)
@@ -178,6 +198,7 @@ async def undo_service_suspend(service: ServiceLike, db: Any = None) -> None:
 @registry.hook("service_resume")
 async def service_resume(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_resume")
         sub = subscriber(service)
         async with session(service.device, db, "service_resume") as router:
             await remember(router, service, "service_resume")
@@ -194,6 +215,7 @@ async def undo_service_resume(service: ServiceLike, db: Any = None) -> None:
 @registry.hook("service_terminate")
 async def service_terminate(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_terminate")
         async with session(service.device, db, "service_terminate") as router:
             await remember(router, service, "service_terminate")
             await provision.terminate(router, service.username)
@@ -243,6 +265,7 @@ async def service_update(
     if not handles(service.device) or status not in ON_ROUTER:
         return
     sub = subscriber(service)
+    mark(service, "service_update")
     async with session(service.device, db, "service_update") as router:
         await remember(router, service, "service_update")
         await provision.update_secret(router, sub, plan_changed="plan_id" in (changes or {}))

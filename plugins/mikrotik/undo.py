@@ -12,8 +12,10 @@ cannot be brought back: the subscriber logs in again.
 already be gone), so running a compensation again is safe.
 
 What was captured lives in this process, attached to the very object the hook and its
-compensation receive; a compensation that finds nothing (the hook never got to read the
-router) leaves the router alone.
+compensation receive; a compensation whose hook never got to read the router leaves the
+router alone. A compensation that failed keeps what it had for its retry through the
+outbox, in this process only: a retry on another instance, or after a restart, cannot
+know the secret's previous values and fails, naming the subscriber to check by hand.
 """
 
 from __future__ import annotations
@@ -100,19 +102,33 @@ class Journal:
 
     Keyed by identity (not equality: two workflows of one service must not share an
     entry); an entry goes when its compensation takes it or its object is collected.
+    A hook marks its object before it touches the router (``None``: nothing read yet).
+    A compensation that failed keeps what it had by service id (:meth:`keep_for_retry`),
+    for the retry the outbox runs with the object reloaded.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[int, str], Captured] = {}
+        self._entries: dict[tuple[int, str], Captured | None] = {}
+        self._retries: dict[tuple[int, str], Captured] = {}
 
-    def keep(self, obj: Any, event: str, captured: Captured) -> None:
+    def keep(self, obj: Any, event: str, captured: Captured | None) -> None:
         key = (id(obj), event)
         if key not in self._entries:
             weakref.finalize(obj, self._entries.pop, key, None)
         self._entries[key] = captured
 
-    def take(self, obj: Any, event: str) -> Captured | None:
-        return self._entries.pop((id(obj), event), None)
+    def take(self, obj: Any, event: str) -> tuple[bool, Captured | None]:
+        """(whether a hook marked this very object, what it captured)."""
+        key = (id(obj), event)
+        if key in self._entries:
+            return True, self._entries.pop(key)
+        return False, self._retries.get((obj.id, event))
+
+    def keep_for_retry(self, service_id: int, event: str, captured: Captured) -> None:
+        self._retries[(service_id, event)] = captured
+
+    def done(self, service_id: int, event: str) -> None:
+        self._retries.pop((service_id, event), None)
 
 
 journal: Final = Journal()

@@ -159,3 +159,20 @@ async def test_capture_and_restore_keep_every_character(session: Any, state: Rou
     assert state.active == []  # a disabled secret's session ends
     assert await undo.capture(session, "nobody") is None
     await undo.restore(session, "carol", None)  # nothing to remove is fine
+
+
+def test_the_journal_tells_a_hook_that_never_read_from_a_retry_elsewhere() -> None:
+    class Service:
+        id = 5
+
+    journal = undo.Journal()
+    first, reloaded = Service(), Service()
+    journal.keep(first, "service_provision", None)  # marked: nothing read yet
+    assert journal.take(first, "service_provision") == (True, None)
+    assert journal.take(reloaded, "service_provision") == (False, None)  # unknown here
+
+    captured = undo.Captured(7, "alice", None)
+    journal.keep_for_retry(5, "service_provision", captured)
+    assert journal.take(reloaded, "service_provision") == (False, captured)
+    journal.done(5, "service_provision")
+    assert journal.take(reloaded, "service_provision") == (False, None)
