@@ -3,7 +3,8 @@
 A workflow changes state, emits its event with the domain object and the transaction's
 connection (``db``), and commits only if every hook succeeded. When a hook fails,
 ``emit`` raises only after every hook it started has finished, the transaction rolls
-back and the error (naming plugin and hook) reaches the API unchanged.
+back, the hooks that had already acted are compensated (:func:`workflow_transaction`)
+and the error (naming plugin and hook) reaches the API unchanged.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@
     async def provision(service, db):
         raise PluginError("no free port on the access router")
 
+    @provision.compensate          # undoes provision if the workflow aborts after it acted
+    async def unprovision(service, db): ...
+
 Importing this package stays light: the loader, runtime and API live in submodules the
 application imports itself.
 """
