@@ -181,14 +181,9 @@ async def enqueue(
     outbox = _CURRENT.get()
     scope = _SCOPE.get() if conn is not None else None
     model, subject_id, relations = _reference(subject)
-    ordering_key = f"{plugin}:{model}:{subject_id}" if model else f"{plugin}:-"
-    connection = conn or get_connection("default")
+    kept = {name: value for name, value in (args or {}).items() if name != "db"}
     at = now()
-    claim = outbox is not None and scope is not None
-    if claim and await _has_unfinished(connection, ordering_key):
-        claim = False  # an earlier delivery to this plugin for this object goes first
-    assert outbox is not None or not claim
-    row = await OutboxRow.create(
+    row = OutboxRow(
         key=str(uuid.uuid4()),
         kind=kind,
         event=event,
@@ -197,27 +192,84 @@ async def enqueue(
         subject_model=model,
         subject_id=subject_id,
         relations=relations,
-        args={name: _encode(value) for name, value in (args or {}).items() if name != "db"},
-        ordering_key=ordering_key,
+        args={name: _encode(value) for name, value in kept.items()},
+        ordering_key=f"{plugin}:{model}:{subject_id}" if model else f"{plugin}:-",
         status=PENDING,
-        attempts=1 if claim else 0,
+        attempts=0,
         attempt_limit=outbox.attempts if outbox else Outbox.DEFAULT_ATTEMPTS,
         next_attempt_at=at,
-        claimed_by=outbox.instance if claim and outbox else None,
-        lease_until=at + timedelta(seconds=outbox.lease) if claim and outbox else None,
-        using_db=connection,
+        created_at=at,
     )
-    if scope is not None:
-        if claim:
-            kept = {name: value for name, value in (args or {}).items() if name != "db"}
-            scope.claimed.append(_Written(row, subject, kept))
-        else:
-            scope.deferred += 1
-            if outbox is not None:
-                outbox.note_waiting(ordering_key)
-    elif outbox is not None and conn is None:
-        outbox.committed([], 1)
+    connection = conn or get_connection("default")
+    if outbox is None or scope is None:
+        await row.save(using_db=connection)
+        if outbox is not None and conn is None:
+            outbox.committed([], 1)
+        return row
+    lease_until = at + timedelta(seconds=outbox.lease)
+    if await _insert_claimed(connection, row, outbox.instance, lease_until):
+        scope.claimed.append(_Written(row, subject, kept))
+    else:  # an earlier delivery to this plugin for this object goes first
+        scope.deferred += 1
+        outbox.note_waiting(row.ordering_key)
     return row
+
+
+_INSERT: Final = (
+    'INSERT INTO "outbox" ("key", "kind", "event", "plugin", "hook", "subject_model", '
+    '"subject_id", "relations", "args", "ordering_key", "status", "attempt_limit", '
+    '"next_attempt_at", "created_at", "attempts", "claimed_by", "lease_until") '
+    "VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6, {p}7, {p}8, {p}9, {p}10, {p}11, {p}12, "
+    "{p}13, {p}14, CASE WHEN {busy} THEN 0 ELSE 1 END, CASE WHEN {busy} THEN NULL ELSE "
+    "{p}15 END, CASE WHEN {busy} THEN NULL ELSE {lease} END) "
+    'RETURNING "id", "claimed_by"'
+)
+_BUSY: Final = (
+    "EXISTS (SELECT 1 FROM \"outbox\" WHERE \"status\" = 'pending' AND "
+    '"ordering_key" = {key})'
+)
+_INSERTS: Final = {
+    "sqlite": _INSERT.format(p="?", busy=_BUSY.format(key="?10"), lease="?16"),
+    "postgres": _INSERT.format(
+        p="$",
+        busy=_BUSY.format(key="CAST($10 AS VARCHAR(255))"),
+        lease="CAST($16 AS TIMESTAMP WITH TIME ZONE)",
+    ),
+}
+
+
+async def _insert_claimed(
+    conn: BaseDBAsyncClient, row: OutboxRow, instance: str, lease_until: datetime
+) -> bool:
+    """Write ``row`` claimed for ``instance``, unless an unfinished row of its plugin for
+    its object exists: one statement, so the workflow pays one round trip. True when
+    the row was written claimed (attempt 1 is ours to run)."""
+    fields: Any = OutboxRow._meta.fields_map
+    values = [
+        row.key,
+        row.kind,
+        row.event,
+        row.plugin,
+        row.hook,
+        row.subject_model,
+        row.subject_id,
+        fields["relations"].to_db_value(row.relations, row),
+        fields["args"].to_db_value(row.args, row),
+        row.ordering_key,
+        row.status,
+        row.attempt_limit,
+        row.next_attempt_at,
+        row.created_at,
+        instance,
+        lease_until,
+    ]
+    dialect = conn.capabilities.dialect
+    found = await conn.execute_query_dict(_INSERTS[dialect], values)
+    row.id = found[0]["id"]
+    claimed = found[0]["claimed_by"] is not None
+    if claimed:
+        row.attempts, row.claimed_by, row.lease_until = 1, instance, lease_until
+    return claimed
 
 
 async def enqueue_after_commit(
@@ -234,10 +286,6 @@ async def enqueue_after_commit(
             args=extra,
             conn=conn,
         )
-
-
-async def _has_unfinished(conn: BaseDBAsyncClient, ordering_key: str) -> bool:
-    return await OutboxRow.filter(ordering_key=ordering_key, status=PENDING).using_db(conn).exists()
 
 
 def _reference(subject: Model | None) -> tuple[str | None, str | None, list[str]]:
