@@ -49,6 +49,7 @@ from tortoise.transactions import in_transaction
 from isp.config import Settings
 from isp.errors import PluginError
 from isp.plugins.dispatch import dispatch_one
+from isp.plugins.hooks import Delivery
 from isp.plugins.models import OutboxRow
 from isp.plugins.registry import PluginRegistry
 
@@ -63,27 +64,11 @@ FAILED: Final = "failed"
 STATUSES: Final = (PENDING, FAILED, DELIVERED)
 
 BATCH: Final = 100  # rows one claim takes at most
+STOP_WAIT: Final = 3.0  # seconds the poller gets to finish its claim at shut-down
 ACK_DELAY: Final = 0.02  # seconds successes wait to be recorded together (one write)
 CONCURRENCY: Final = 32  # deliveries one instance runs at once
 MAX_BACKOFF: Final = 300.0  # seconds, the longest wait between two attempts
 _REF: Final = "$ref"
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What an after-commit hook receives as ``delivery``.
-
-    ``id`` is the idempotency key: the same for every attempt of this delivery (give it
-    to an outside system that deduplicates); ``attempt`` counts from 1.
-    """
-
-    id: str
-    attempt: int
-    event: str
-    plugin: str
-    hook: str
-    kind: str
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +378,7 @@ class Outbox:
         self._poller: asyncio.Task[None] | None = None
         self._waiting: Counter[str] = Counter()  # ordering keys with rows queued behind one
         self._next_retry = float("inf")
+        self._stopping = False
         self._acks: list[OutboxRow] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -404,14 +390,24 @@ class Outbox:
             await OutboxRow.filter(status=PENDING, claimed_by__not_isnull=True).update(
                 claimed_by=None, lease_until=None
             )
+        self._stopping = False
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def stop(self) -> None:
-        """Stop polling, cancel deliveries in flight and release their claims."""
+        """Stop polling, cancel deliveries in flight and release their claims.
+
+        The poller ends after the claim it may be in (a claim cut by a cancellation
+        would leave its transaction to the pool); it is cancelled only if that hangs.
+        """
         if self._poller is not None:
-            self._poller.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._poller
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._poller), timeout=STOP_WAIT)
+            except TimeoutError:
+                self._poller.cancel()
+                with suppress(asyncio.CancelledError):
+                    await self._poller
             self._poller = None
         tasks = list(self._tasks)
         for task in tasks:
@@ -452,7 +448,7 @@ class Outbox:
     # -- the poller --------------------------------------------------------------------
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()  # a wake from now on is not lost: the wait below sees it
             free = min(BATCH, CONCURRENCY - len(self._tasks))
             rows: list[OutboxRow] = []
@@ -465,11 +461,15 @@ class Outbox:
                     log.exception("outbox claim failed")
             for row in rows:
                 self._spawn(row)
+            if self._stopping:
+                break
             if rows and len(rows) >= free:
                 continue  # more may be due: claim again as slots free up
             wait = self.poll_interval
             if self._next_retry != float("inf"):
                 wait = max(0.0, min(wait, self._next_retry - monotonic()))
+            if self._stopping:
+                break
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             if self._next_retry <= monotonic():
