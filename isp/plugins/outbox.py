@@ -17,9 +17,10 @@ delivered one at a time in commit (id) order. A failed attempt is retried with
 exponential backoff; after ``ISP_OUTBOX_ATTEMPTS`` attempts the row stays ``failed``
 with its error until ``POST /outbox/{id}/retry``.
 
-Rows hold references, never values: the event's object is reloaded by id at delivery
-(with the relations it had loaded), other arguments are stored as JSON with model
-instances as references, so no secret is ever written here.
+Rows hold references, never values: the event's object by id (with the relations it had
+loaded), other arguments as JSON with model instances as references, so no secret is
+ever written here. The committing instance delivers with the objects it committed; any
+later attempt reloads them from those references.
 """
 
 from __future__ import annotations
