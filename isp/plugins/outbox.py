@@ -69,6 +69,7 @@ STOP_WAIT: Final = 3.0  # seconds the poller gets to finish its claim at shut-do
 ACK_DELAY: Final = 0.02  # seconds successes wait to be recorded together (one write)
 CONCURRENCY: Final = 32  # deliveries one instance runs at once
 MAX_BACKOFF: Final = 300.0  # seconds, the longest wait between two attempts
+PRUNE_EVERY: Final = 3600.0  # seconds between two deletions of old delivered rows
 _REF: Final = "$ref"
 
 
@@ -380,6 +381,8 @@ class Outbox:
         self._waiting: Counter[str] = Counter()  # ordering keys with rows queued behind one
         self._next_retry = float("inf")
         self._stopping = False
+        self.keep_days = settings.outbox_keep_days
+        self._next_prune = 0.0
         self._acks: list[OutboxRow] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -466,15 +469,25 @@ class Outbox:
                 break
             if rows and len(rows) >= free:
                 continue  # more may be due: claim again as slots free up
+            if monotonic() >= self._next_prune:
+                self._next_prune = monotonic() + PRUNE_EVERY
+                await self.prune()
             wait = self.poll_interval
             if self._next_retry != float("inf"):
                 wait = max(0.0, min(wait, self._next_retry - monotonic()))
-            if self._stopping:
-                break
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             if self._next_retry <= monotonic():
                 self._next_retry = float("inf")
+
+    async def prune(self) -> None:
+        """Forget delivered rows older than ``ISP_OUTBOX_KEEP_DAYS`` (the poller, once per
+        PRUNE_EVERY seconds; every instance may: deleting twice is harmless)."""
+        before = now() - timedelta(days=self.keep_days)
+        try:
+            await OutboxRow.filter(status=DELIVERED, delivered_at__lt=before).delete()
+        except Exception:  # noqa: BLE001 - a database blip: the next round prunes
+            log.exception("outbox: pruning delivered rows failed")
 
     async def claim(self, limit: int = BATCH) -> list[OutboxRow]:
         """Claim due rows no other instance holds, first of their object's queue only."""

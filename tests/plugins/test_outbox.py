@@ -4,13 +4,16 @@ committed, never for one that rolled back; failures retried, then ``failed`` unt
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from isp.config import Settings
+from isp.plugins.models import OutboxRow
 from tests.conftest import NULL_ROUTER, Tokens, auth, install_plugin, make_settings
 from tests.core.test_api import create_records
 from tests.plugins.builders import (
@@ -194,3 +197,18 @@ async def test_deliveries_for_one_object_keep_commit_order(
     keys = [n["key"] for n in done(ledger) if n["id"] == customer_id]
     rows = await eventually(lambda: outbox_all(client, tokens, count=4))
     assert [r["key"] for r in rows if r["key"] in keys] == keys  # id (commit) order
+
+
+async def test_delivered_rows_are_kept_for_a_while_then_pruned(
+    app: Quart, client: Client, tokens: Tokens, ledger: Path
+) -> None:
+    first = await customer(client, tokens, "Old")
+    await customer(client, tokens, "Recent")
+    old, _ = await eventually(lambda: outbox_all(client, tokens, count=2))
+    await OutboxRow.filter(id=old["id"]).update(
+        delivered_at=datetime.now(UTC) - timedelta(days=8)
+    )
+    await app.extensions["isp.outbox"].prune()
+    [kept] = (await (await client.get("/outbox", headers=auth(tokens.admin))).get_json())["outbox"]
+    assert kept["id"] != old["id"]
+    assert first in {n["id"] for n in done(ledger)}
