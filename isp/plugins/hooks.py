@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Final
 
 from isp.errors import PluginError
@@ -224,3 +225,20 @@ class HookResult:
     value: Any
     duration: float
     error: PluginError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What an after-commit hook receives as ``delivery``.
+
+    ``id`` is the idempotency key: the same for every attempt of this delivery (give it
+    to an outside system that deduplicates); ``attempt`` counts from 1.
+    """
+
+    id: str
+    attempt: int
+    event: str
+    plugin: str
+    hook: str
+    kind: str
+    created_at: datetime

@@ -296,10 +296,13 @@ def _validate(
     for declared in manifest.hooks:
         if (declared.name, declared.after_commit) not in registered:
             decorator = "after_commit" if declared.after_commit else "hook"
+            other = (declared.name, not declared.after_commit) in registered
+            flag = "true" if not declared.after_commit else "false"
+            hint = f'; or set "after_commit": {flag} for it in manifest.json' if other else ""
             raise PluginInvalid(
                 f"{source.label}/manifest.json: hooks: declares {declared.name!r}"
                 f"{' (after_commit)' if declared.after_commit else ''} but no function is "
-                f"registered for it (add @registry.{decorator}({declared.name!r}))",
+                f"registered for it (add @registry.{decorator}({declared.name!r}){hint})",
                 plugin=source.name,
             )
     entries: list[HookEntry] = []

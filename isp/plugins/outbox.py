@@ -17,9 +17,10 @@ delivered one at a time in commit (id) order. A failed attempt is retried with
 exponential backoff; after ``ISP_OUTBOX_ATTEMPTS`` attempts the row stays ``failed``
 with its error until ``POST /outbox/{id}/retry``.
 
-Rows hold references, never values: the event's object is reloaded by id at delivery
-(with the relations it had loaded), other arguments are stored as JSON with model
-instances as references, so no secret is ever written here.
+Rows hold references, never values: the event's object by id (with the relations it had
+loaded), other arguments as JSON with model instances as references, so no secret is
+ever written here. The committing instance delivers with the objects it committed; any
+later attempt reloads them from those references.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from tortoise.transactions import in_transaction
 from isp.config import Settings
 from isp.errors import PluginError
 from isp.plugins.dispatch import dispatch_one
+from isp.plugins.hooks import Delivery
 from isp.plugins.models import OutboxRow
 from isp.plugins.registry import PluginRegistry
 
@@ -63,27 +65,12 @@ FAILED: Final = "failed"
 STATUSES: Final = (PENDING, FAILED, DELIVERED)
 
 BATCH: Final = 100  # rows one claim takes at most
+STOP_WAIT: Final = 3.0  # seconds the poller gets to finish its claim at shut-down
 ACK_DELAY: Final = 0.02  # seconds successes wait to be recorded together (one write)
 CONCURRENCY: Final = 32  # deliveries one instance runs at once
 MAX_BACKOFF: Final = 300.0  # seconds, the longest wait between two attempts
+PRUNE_EVERY: Final = 3600.0  # seconds between two deletions of old delivered rows
 _REF: Final = "$ref"
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What an after-commit hook receives as ``delivery``.
-
-    ``id`` is the idempotency key: the same for every attempt of this delivery (give it
-    to an outside system that deduplicates); ``attempt`` counts from 1.
-    """
-
-    id: str
-    attempt: int
-    event: str
-    plugin: str
-    hook: str
-    kind: str
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +168,9 @@ async def enqueue(
     outbox = _CURRENT.get()
     scope = _SCOPE.get() if conn is not None else None
     model, subject_id, relations = _reference(subject)
-    ordering_key = f"{plugin}:{model}:{subject_id}" if model else f"{plugin}:-"
-    connection = conn or get_connection("default")
+    kept = {name: value for name, value in (args or {}).items() if name != "db"}
     at = now()
-    claim = outbox is not None and scope is not None
-    if claim and await _has_unfinished(connection, ordering_key):
-        claim = False  # an earlier delivery to this plugin for this object goes first
-    assert outbox is not None or not claim
-    row = await OutboxRow.create(
+    row = OutboxRow(
         key=str(uuid.uuid4()),
         kind=kind,
         event=event,
@@ -197,27 +179,84 @@ async def enqueue(
         subject_model=model,
         subject_id=subject_id,
         relations=relations,
-        args={name: _encode(value) for name, value in (args or {}).items() if name != "db"},
-        ordering_key=ordering_key,
+        args={name: _encode(value) for name, value in kept.items()},
+        ordering_key=f"{plugin}:{model}:{subject_id}" if model else f"{plugin}:-",
         status=PENDING,
-        attempts=1 if claim else 0,
+        attempts=0,
         attempt_limit=outbox.attempts if outbox else Outbox.DEFAULT_ATTEMPTS,
         next_attempt_at=at,
-        claimed_by=outbox.instance if claim and outbox else None,
-        lease_until=at + timedelta(seconds=outbox.lease) if claim and outbox else None,
-        using_db=connection,
+        created_at=at,
     )
-    if scope is not None:
-        if claim:
-            kept = {name: value for name, value in (args or {}).items() if name != "db"}
-            scope.claimed.append(_Written(row, subject, kept))
-        else:
-            scope.deferred += 1
-            if outbox is not None:
-                outbox.note_waiting(ordering_key)
-    elif outbox is not None and conn is None:
-        outbox.committed([], 1)
+    connection = conn or get_connection("default")
+    if outbox is None or scope is None:
+        await row.save(using_db=connection)
+        if outbox is not None and conn is None:
+            outbox.committed([], 1)
+        return row
+    lease_until = at + timedelta(seconds=outbox.lease)
+    if await _insert_claimed(connection, row, outbox.instance, lease_until):
+        scope.claimed.append(_Written(row, subject, kept))
+    else:  # an earlier delivery to this plugin for this object goes first
+        scope.deferred += 1
+        outbox.note_waiting(row.ordering_key)
     return row
+
+
+_INSERT: Final = (
+    'INSERT INTO "outbox" ("key", "kind", "event", "plugin", "hook", "subject_model", '
+    '"subject_id", "relations", "args", "ordering_key", "status", "attempt_limit", '
+    '"next_attempt_at", "created_at", "attempts", "claimed_by", "lease_until") '
+    "VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6, {p}7, {p}8, {p}9, {p}10, {p}11, {p}12, "
+    "{p}13, {p}14, CASE WHEN {busy} THEN 0 ELSE 1 END, CASE WHEN {busy} THEN NULL ELSE "
+    "{p}15 END, CASE WHEN {busy} THEN NULL ELSE {lease} END) "
+    'RETURNING "id", "claimed_by"'
+)
+_BUSY: Final = (
+    "EXISTS (SELECT 1 FROM \"outbox\" WHERE \"status\" = 'pending' AND "
+    '"ordering_key" = {key})'
+)
+_INSERTS: Final = {
+    "sqlite": _INSERT.format(p="?", busy=_BUSY.format(key="?10"), lease="?16"),
+    "postgres": _INSERT.format(
+        p="$",
+        busy=_BUSY.format(key="CAST($10 AS VARCHAR(255))"),
+        lease="CAST($16 AS TIMESTAMP WITH TIME ZONE)",
+    ),
+}
+
+
+async def _insert_claimed(
+    conn: BaseDBAsyncClient, row: OutboxRow, instance: str, lease_until: datetime
+) -> bool:
+    """Write ``row`` claimed for ``instance``, unless an unfinished row of its plugin for
+    its object exists: one statement, so the workflow pays one round trip. True when
+    the row was written claimed (attempt 1 is ours to run)."""
+    fields: Any = OutboxRow._meta.fields_map
+    values = [
+        row.key,
+        row.kind,
+        row.event,
+        row.plugin,
+        row.hook,
+        row.subject_model,
+        row.subject_id,
+        fields["relations"].to_db_value(row.relations, row),
+        fields["args"].to_db_value(row.args, row),
+        row.ordering_key,
+        row.status,
+        row.attempt_limit,
+        row.next_attempt_at,
+        row.created_at,
+        instance,
+        lease_until,
+    ]
+    dialect = conn.capabilities.dialect
+    found = await conn.execute_query_dict(_INSERTS[dialect], values)
+    row.id = found[0]["id"]
+    claimed = found[0]["claimed_by"] is not None
+    if claimed:
+        row.attempts, row.claimed_by, row.lease_until = 1, instance, lease_until
+    return claimed
 
 
 async def enqueue_after_commit(
@@ -234,10 +273,6 @@ async def enqueue_after_commit(
             args=extra,
             conn=conn,
         )
-
-
-async def _has_unfinished(conn: BaseDBAsyncClient, ordering_key: str) -> bool:
-    return await OutboxRow.filter(ordering_key=ordering_key, status=PENDING).using_db(conn).exists()
 
 
 def _reference(subject: Model | None) -> tuple[str | None, str | None, list[str]]:
@@ -345,6 +380,9 @@ class Outbox:
         self._poller: asyncio.Task[None] | None = None
         self._waiting: Counter[str] = Counter()  # ordering keys with rows queued behind one
         self._next_retry = float("inf")
+        self._stopping = False
+        self.keep_days = settings.outbox_keep_days
+        self._next_prune = 0.0
         self._acks: list[OutboxRow] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -356,14 +394,24 @@ class Outbox:
             await OutboxRow.filter(status=PENDING, claimed_by__not_isnull=True).update(
                 claimed_by=None, lease_until=None
             )
+        self._stopping = False
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def stop(self) -> None:
-        """Stop polling, cancel deliveries in flight and release their claims."""
+        """Stop polling, cancel deliveries in flight and release their claims.
+
+        The poller ends after the claim it may be in (a claim cut by a cancellation
+        would leave its transaction to the pool); it is cancelled only if that hangs.
+        """
         if self._poller is not None:
-            self._poller.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._poller
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._poller), timeout=STOP_WAIT)
+            except TimeoutError:
+                self._poller.cancel()
+                with suppress(asyncio.CancelledError):
+                    await self._poller
             self._poller = None
         tasks = list(self._tasks)
         for task in tasks:
@@ -404,7 +452,7 @@ class Outbox:
     # -- the poller --------------------------------------------------------------------
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()  # a wake from now on is not lost: the wait below sees it
             free = min(BATCH, CONCURRENCY - len(self._tasks))
             rows: list[OutboxRow] = []
@@ -417,8 +465,13 @@ class Outbox:
                     log.exception("outbox claim failed")
             for row in rows:
                 self._spawn(row)
+            if self._stopping:
+                break
             if rows and len(rows) >= free:
                 continue  # more may be due: claim again as slots free up
+            if monotonic() >= self._next_prune:
+                self._next_prune = monotonic() + PRUNE_EVERY
+                await self.prune()
             wait = self.poll_interval
             if self._next_retry != float("inf"):
                 wait = max(0.0, min(wait, self._next_retry - monotonic()))
@@ -426,6 +479,15 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             if self._next_retry <= monotonic():
                 self._next_retry = float("inf")
+
+    async def prune(self) -> None:
+        """Forget delivered rows older than ``ISP_OUTBOX_KEEP_DAYS`` (the poller, once per
+        PRUNE_EVERY seconds; every instance may: deleting twice is harmless)."""
+        before = now() - timedelta(days=self.keep_days)
+        try:
+            await OutboxRow.filter(status=DELIVERED, delivered_at__lt=before).delete()
+        except Exception:  # noqa: BLE001 - a database blip: the next round prunes
+            log.exception("outbox: pruning delivered rows failed")
 
     async def claim(self, limit: int = BATCH) -> list[OutboxRow]:
         """Claim due rows no other instance holds, first of their object's queue only."""

@@ -349,6 +349,11 @@ async def on_customer(customer, delivery):
     await deliver(customer, delivery)
 
 
+@registry.after_commit("customer_updated", timeout=120)
+async def on_customer_update(customer, delivery, changes):
+    await deliver(customer, delivery)
+
+
 @registry.after_commit("service_provision", timeout=120)
 async def on_provision(service, delivery):
     await deliver(service, delivery)
@@ -356,9 +361,10 @@ async def on_provision(service, delivery):
 
 
 def ledger_files(folder: Path) -> dict[str, str]:
-    """The ``ledger`` plugin: after-commit hooks on ``customer_created`` and
-    ``service_provision`` that note each delivery in ``folder/deliveries.jsonl``
-    (``started`` and ``done`` with key, attempt, object id, event and process id).
+    """The ``ledger`` plugin: after-commit hooks on ``customer_created``,
+    ``customer_updated`` and ``service_provision`` that note each delivery in
+    ``folder/deliveries.jsonl`` (``started`` and ``done`` with key, attempt, object id,
+    event and process id).
 
     The test steers it with files in ``folder``: while ``hold`` exists a delivery waits
     after ``started``; ``refuse`` holding N makes the next N attempts raise PluginError.
@@ -368,6 +374,7 @@ def ledger_files(folder: Path) -> dict[str, str]:
         handlers=LEDGER_HANDLERS.format(folder=str(folder)),
         hooks=[
             {"name": "customer_created", "after_commit": True},
+            {"name": "customer_updated", "after_commit": True},
             {"name": "service_provision", "after_commit": True},
         ],
     )

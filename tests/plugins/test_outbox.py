@@ -4,13 +4,16 @@ committed, never for one that rolled back; failures retried, then ``failed`` unt
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from isp.config import Settings
+from isp.plugins.models import OutboxRow
 from tests.conftest import NULL_ROUTER, Tokens, auth, install_plugin, make_settings
 from tests.core.test_api import create_records
 from tests.plugins.builders import (
@@ -164,3 +167,48 @@ async def test_outbox_queries_are_checked(client: Client, tokens: Tokens) -> Non
     assert missing.status_code == 404
     reader = await client.get("/outbox", headers=auth(tokens.reader))
     assert reader.status_code == 403
+
+
+async def test_deliveries_for_one_object_keep_commit_order(
+    client: Client, tokens: Tokens, ledger: Path
+) -> None:
+    (ledger / "hold").touch()  # the first delivery waits: the later ones queue behind it
+    customer_id = await customer(client, tokens)
+    await eventually(lambda: ledger_notes(ledger))
+    for phone in ("+1 555 0101", "+1 555 0102"):
+        response = await client.patch(
+            f"/customers/{customer_id}", json={"phone": phone}, headers=auth(tokens.operator)
+        )
+        assert response.status_code == 200, await response.get_data(as_text=True)
+    other = await customer(client, tokens, "Other")  # another object does not wait
+    await eventually(lambda: [n for n in ledger_notes(ledger) if n["id"] == other])
+    (ledger / "hold").unlink()
+
+    await eventually(lambda: len(done(ledger)) == 4)
+    mine = [(n["what"], n["event"]) for n in ledger_notes(ledger) if n["id"] == customer_id]
+    assert mine == [
+        ("started", "customer_created"),
+        ("done", "customer_created"),
+        ("started", "customer_updated"),
+        ("done", "customer_updated"),
+        ("started", "customer_updated"),
+        ("done", "customer_updated"),
+    ]
+    keys = [n["key"] for n in done(ledger) if n["id"] == customer_id]
+    rows = await eventually(lambda: outbox_all(client, tokens, count=4))
+    assert [r["key"] for r in rows if r["key"] in keys] == keys  # id (commit) order
+
+
+async def test_delivered_rows_are_kept_for_a_while_then_pruned(
+    app: Quart, client: Client, tokens: Tokens, ledger: Path
+) -> None:
+    first = await customer(client, tokens, "Old")
+    await customer(client, tokens, "Recent")
+    old, _ = await eventually(lambda: outbox_all(client, tokens, count=2))
+    await OutboxRow.filter(id=old["id"]).update(
+        delivered_at=datetime.now(UTC) - timedelta(days=8)
+    )
+    await app.extensions["isp.outbox"].prune()
+    [kept] = (await (await client.get("/outbox", headers=auth(tokens.admin))).get_json())["outbox"]
+    assert kept["id"] != old["id"]
+    assert first in {n["id"] for n in done(ledger)}

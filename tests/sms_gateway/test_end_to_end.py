@@ -218,6 +218,12 @@ async def test_include_password_sends_it_but_the_log_keeps_it_masked(
     assert PPPOE_PASSWORD not in message["text"]
     assert message["text"].endswith("Password: ********")
     assert_no_secrets(logs)
+    from tortoise import connections
+
+    [row] = await connections.get("default").execute_query_dict("SELECT * FROM outbox")
+    stored = repr(dict(row))
+    assert PPPOE_PASSWORD not in stored  # the outbox names the service, never its secret
+    assert "password" not in stored
 
 
 async def test_a_customer_without_a_phone_is_skipped(
