@@ -33,8 +33,10 @@ from isp.metrics import EXTENSION_KEY as METRICS_KEY
 from isp.metrics import Metrics, install_http_metrics
 from isp.metrics import bp as metrics_bp
 from isp.openapi import PLUGIN_ROUTE_DOCS, ISPOpenAPIProvider, annotate
-from isp.plugins import registry
+from isp.plugins import compensation_retry, outbox, registry
 from isp.plugins.api import bp as plugins_bp
+from isp.plugins.outbox_api import EXTENSION as OUTBOX_KEY
+from isp.plugins.outbox_api import bp as outbox_bp
 from isp.plugins.recovery import recover
 from isp.plugins.registry import PluginRegistry
 from isp.plugins.reloader import PluginReloader
@@ -78,6 +80,9 @@ def create_app(settings: Settings) -> Quart:
     plugin_settings = SettingsStore()
     store = create_object_store(settings)
     plugins = PluginRuntime(settings, plugin_registry, plugin_settings)
+    deliverer = outbox.Outbox(settings, plugin_registry)
+    compensation_retry.install()  # failed compensations are outbox rows too
+    app.extensions[OUTBOX_KEY] = deliverer
     metrics = Metrics(plugins, plugin_registry)
     queue = TaskQueue(settings)
     jobs = FleetJobs(settings, store, queue, metrics)
@@ -102,6 +107,7 @@ def create_app(settings: Settings) -> Quart:
     app.register_blueprint(plugin_settings_bp)
     app.register_blueprint(schedules_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(outbox_bp)
     annotate(app, PLUGIN_ROUTE_DOCS)
     app.extensions["isp.plugin_service"] = PluginService(settings, parts.plugins, parts.store)
     sync = PluginSync(settings, parts.plugins, parts.store)
@@ -115,11 +121,13 @@ def create_app(settings: Settings) -> Quart:
         ``settings_store`` this app's plugin settings."""
         registry.bind(plugin_registry)
         settings_store.bind(plugin_settings)
+        outbox.bind(deliverer)
 
     @app.before_serving
     async def start() -> None:
         registry.bind(plugin_registry)
         settings_store.bind(plugin_settings)
+        outbox.bind(deliverer)
         await db.init_db(settings)
         await db.migrate()
         await ensure_builtin_roles()
@@ -132,10 +140,12 @@ def create_app(settings: Settings) -> Quart:
         if settings.plugin_reload:
             await reloader.start()
         await queue.start()
+        await deliverer.start()
         log.info("service started", extra={"version": isp.__version__})
 
     @app.after_serving
     async def stop() -> None:
+        await deliverer.stop()
         await reloader.stop()
         await sync.stop()
         await queue.stop()

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     backup_schedule: str | None = None
     backup_stale_hours: float = Field(default=26.0, gt=0, le=24 * 366)
     job_stalled_after: float = Field(default=30.0, ge=2, le=3600)
+    outbox_attempts: int = Field(default=5, ge=1, le=100)
+    outbox_backoff: float = Field(default=1.0, gt=0, le=3600)
+    outbox_lease: float = Field(default=60.0, ge=1, le=86_400)
+    outbox_poll_interval: float = Field(default=1.0, gt=0, le=60)
+    outbox_keep_days: float = Field(default=7.0, gt=0, le=3660)
     metrics_token: SecretStr | None = None
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

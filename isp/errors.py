@@ -18,6 +18,7 @@
     ├── StorageError              503  the object store failed, hung or is misconfigured
     │   └── BucketMissing         503  a configured bucket does not exist
     ├── DatabaseUnavailable       503  the database failed, hung or refused a connection
+    │   └── CommitFailed          503  a workflow's commit failed (its changes are gone)
     └── PluginError               422  raised by a plugin hook to abort a workflow
         ├── HookTimeout           504  a hook ran past its timeout
         │   └── HookAbandoned     504  ... and past the grace: left running, plugin quarantined
@@ -185,6 +186,14 @@ def hook_fields(plugin: str | None, hook: str | None, event: str) -> dict[str, A
     (``handlers.provision``), ``event`` the event; ``function`` repeats ``hook`` under
     the name it was first published as."""
     return {"plugin": plugin, "hook": hook, "event": event, "function": hook}
+
+
+class CommitFailed(DatabaseUnavailable):
+    """A workflow's transaction could not commit; it rolled back and its hooks that had
+    acted were compensated."""
+
+    title = "Commit failed"
+    type_slug = "commit-failed"
 
 
 class PluginError(ISPError):

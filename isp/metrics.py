@@ -96,6 +96,7 @@ class _PluginCollector(Collector):
                 latency.add_metric(labels, stats.cumulative_buckets(), stats.duration_sum)
         yield calls
         yield latency
+        yield from _compensation_families(self._registry)
         info = GaugeMetricFamily(
             "isp_plugin_info", "1 per plugin, labelled with its version, status and isolation",
             labels=["plugin", "version", "status", "isolation"],
@@ -112,6 +113,34 @@ class _PluginCollector(Collector):
                 1,
             )
         yield info
+
+
+def _compensation_families(registry: PluginRegistry) -> Iterator[Any]:
+    """Compensation calls and latency, per hook that declares one."""
+    calls = CounterMetricFamily(
+        "isp_compensation_calls",
+        "Compensation calls by plugin, hook, event and outcome (ok, error, timeout)",
+        labels=["plugin", "hook", "event", "outcome"],
+    )
+    latency = HistogramMetricFamily(
+        "isp_compensation_duration_seconds", "Compensation latency by plugin and hook",
+        labels=["plugin", "hook", "event"],
+    )  # fmt: skip
+    for plugin in registry.plugins():
+        for entry in registry.entries(plugin):
+            if entry.compensation is None:
+                continue
+            stats = entry.compensation.stats
+            labels = [plugin, entry.hook, entry.event]
+            for outcome, value in (
+                ("ok", stats.calls - stats.failures),
+                ("error", stats.failures - stats.timeouts),
+                ("timeout", stats.timeouts),
+            ):
+                calls.add_metric([*labels, outcome], value)
+            latency.add_metric(labels, stats.cumulative_buckets(), stats.duration_sum)
+    yield calls
+    yield latency
 
 
 def count_workflow(event: str, ok: bool) -> None:

@@ -23,10 +23,10 @@ from isp.core import events
 from isp.core.models import Backup, Customer, Device, Plan, Service, ServiceStatus
 from isp.core.schemas import CustomerPatch, DevicePatch, PlanPatch, ServicePatch
 from isp.core.status import check_move
-from isp.core.workflows import emit_in_transaction, require_driver
+from isp.core.workflows import emit_in_transaction, require_driver, workflow_transaction
 from isp.crypto import SecretBox
 from isp.errors import Conflict, NotFound, PluginError, ValidationFailed, hook_fields
-from isp.plugins import registry
+from isp.plugins import outbox, registry
 from isp.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _ids(ids: list[int]) -> str:
 
 
 async def update_customer(customer_id: int, data: CustomerPatch) -> Customer:
-    async with in_transaction() as conn:
+    async with workflow_transaction() as conn:
         customer: Customer = await _locked(Customer, conn, customer_id, "customer")
         changes = _changes(customer, data.model_dump(exclude_unset=True))
         if changes:
@@ -71,7 +71,7 @@ async def update_customer(customer_id: int, data: CustomerPatch) -> Customer:
 
 async def update_plan(plan_id: int, data: PlanPatch) -> Plan:
     """New rates; ``plan_updated`` gets the routers with live services on the plan."""
-    async with in_transaction() as conn:
+    async with workflow_transaction() as conn:
         plan: Plan = await _locked(Plan, conn, plan_id, "plan")
         changes = _changes(plan, data.model_dump(exclude_unset=True))
         if changes:
@@ -118,7 +118,7 @@ async def update_service(service_id: int, data: ServicePatch, box: SecretBox) ->
             "the service refers to records that do not exist",
             errors=[{"loc": ["body", "plan_id"], "msg": f"no plan with id {values['plan_id']}"}],
         )
-    async with in_transaction() as conn:
+    async with workflow_transaction() as conn:
         service: Service = await _locked(Service, conn, service_id, "service")
         if service.status is ServiceStatus.TERMINATED:
             raise Conflict(f"service {service_id} is terminated: it cannot change")
@@ -239,7 +239,7 @@ async def force_terminate(service_id: int, actor: Principal) -> tuple[Service, l
     """
     failures: list[dict[str, Any]] = []
     try:
-        async with in_transaction() as conn:
+        async with outbox.transaction() as conn:
             service = await _terminated(conn, service_id)
             results = await registry.emit(events.SERVICE_TERMINATE, service, db=conn)
             failures = [
@@ -263,7 +263,7 @@ async def force_terminate(service_id: int, actor: Principal) -> tuple[Service, l
         log.warning("forced termination: hooks left the transaction unusable: %s", exc)
     else:
         return service, failures
-    async with in_transaction() as conn:
+    async with outbox.transaction() as conn:
         service = await _terminated(conn, service_id)
         await _audit_force(conn, actor, service, failures)
     log.warning(
@@ -274,11 +274,16 @@ async def force_terminate(service_id: int, actor: Principal) -> tuple[Service, l
 
 
 async def _terminated(conn: Any, service_id: int) -> Service:
+    """The service terminated in ``conn``, its after-commit deliveries written there too
+    (whichever of the two transactions commits, they go out once)."""
     service: Service = await _locked(Service, conn, service_id, "service")
     move = check_move("terminate", service.status, service.id)
     await service.fetch_related("customer", "plan", "device", using_db=conn)
     service.status = move.target
     await service.save(using_db=conn, update_fields=["status", "updated_at"])
+    target = registry.current()
+    if target.after_commit_hooks(events.SERVICE_TERMINATE):
+        await outbox.enqueue_after_commit(target, events.SERVICE_TERMINATE, service, conn)
     return service
 
 

@@ -3,16 +3,20 @@
 A workflow changes state, emits its event with the domain object and the transaction's
 connection (``db``), and commits only if every hook succeeded. When a hook fails,
 ``emit`` raises only after every hook it started has finished, the transaction rolls
-back and the error (naming plugin and hook) reaches the API unchanged.
+back, the hooks that had already acted are compensated (:func:`workflow_transaction`)
+and the error (naming plugin and hook) reaches the API unchanged.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, cast
 
 import asyncssh
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
+from tortoise.connection import get_connection
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -23,10 +27,18 @@ from isp.core.models import Customer, Device, Plan, Service
 from isp.core.schemas import CustomerIn, DeviceIn, PlanIn, ServiceIn
 from isp.core.status import check_move
 from isp.crypto import SecretBox
-from isp.errors import Conflict, HookCrashed, NotFound, ValidationFailed, hook_fields
+from isp.errors import (
+    CommitFailed,
+    Conflict,
+    HookCrashed,
+    NotFound,
+    ValidationFailed,
+    hook_fields,
+)
 from isp.metrics import count_workflow
 from isp.pk_reads import get_by_pk
-from isp.plugins import registry
+from isp.plugins import outbox, registry
+from isp.plugins.compensation import compensating
 from isp.plugins.hooks import HookResult
 
 log = logging.getLogger(__name__)
@@ -41,6 +53,10 @@ async def emit_in_transaction(
     aborts the whole transaction, and COMMIT would then roll back silently while the API
     reports success. A one-statement probe finds out, and the workflow fails instead,
     naming the hook.
+
+    The event's after-commit hooks get their outbox rows here, in the same transaction:
+    run that transaction with :func:`isp.plugins.outbox.transaction` so they are
+    delivered right after the commit.
     """
     try:
         results = await registry.emit(event, obj, db=conn, **extra)
@@ -60,8 +76,45 @@ async def emit_in_transaction(
                 "transaction unusable; the workflow was rolled back",
                 **hook_fields(first.plugin, first.hook, event),
             ) from exc
+    target = registry.current()
+    if target.after_commit_hooks(event):
+        await outbox.enqueue_after_commit(target, event, obj, conn, **extra)
     count_workflow(event, ok=True)
     return results
+
+
+@asynccontextmanager
+async def workflow_transaction() -> AsyncIterator[BaseDBAsyncClient]:
+    """The transaction of a workflow that emits an event.
+
+    If the workflow aborts (a hook failed, or the commit did), the hooks that already
+    acted outside the database are compensated after the rollback and before the error
+    is answered (:mod:`isp.plugins.compensation`); compensations get the plain
+    connection. A failed commit is answered as :class:`CommitFailed` (503).
+    """
+    async with compensating(get_connection("default")):
+        failed: CommitFailed | None = None
+        try:
+            async with outbox.transaction() as conn:
+                yield conn
+                transaction = cast(TransactionalDBClient, conn)
+                try:
+                    await transaction.commit()
+                except Exception as exc:
+                    why = f"{type(exc).__name__}: {exc}"[:300]
+                    failed = CommitFailed(
+                        f"the database refused to commit the workflow ({why}); "
+                        "nothing was changed"
+                    )
+                    # SQLite keeps the transaction open after a failed COMMIT: end it, or
+                    # the connection's next statements would run inside it.
+                    with suppress(Exception):
+                        await transaction.rollback()
+                    raise failed from exc
+        except Exception:
+            if failed is None:
+                raise
+            raise failed from failed.__cause__  # not what ending the transaction raised
 
 
 def require_driver(event: str, device: Device) -> None:
@@ -83,7 +136,7 @@ def require_driver(event: str, device: Device) -> None:
 
 
 async def create_customer(data: CustomerIn) -> Customer:
-    async with in_transaction() as conn:
+    async with workflow_transaction() as conn:
         customer = await Customer.create(**data.model_dump(), using_db=conn)
         await emit_in_transaction(events.CUSTOMER_CREATED, customer, conn)
     return customer
@@ -143,7 +196,7 @@ async def move_service(service_id: int, action: str) -> Service:
     The row is locked for the transaction (PostgreSQL), so two concurrent moves of one
     service are serialized and the second sees the first's result.
     """
-    async with in_transaction() as conn:
+    async with workflow_transaction() as conn:
         service = await Service.select_for_update().using_db(conn).get_or_none(id=service_id)
         if service is None:
             raise NotFound(f"no service with id {service_id}")

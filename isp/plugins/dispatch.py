@@ -37,6 +37,7 @@ from time import perf_counter
 from typing import Any, Final
 
 from isp.errors import PluginError
+from isp.plugins.compensation import note_acted
 from isp.plugins.hooks import HookEntry, HookResult
 from isp.plugins.outcomes import abandoned, aggregate, log_call, settle, succeeded
 from isp.plugins.watchdog import Watchdog, discard_connection
@@ -159,7 +160,8 @@ class Emission:
         error: BaseException | None = None
         value: Any = None
         start = perf_counter()
-        if not self.expired[i]:
+        called = not self.expired[i]
+        if called:
             try:
                 if entry.is_async:
                     value = await entry.func(*args, **entry.arguments(kwargs))
@@ -179,6 +181,8 @@ class Emission:
         grace = self.graces[i]
         if grace is not None:
             grace.cancel()
+        if called and entry.compensation is not None:
+            self._note_acted(i, entry, error, args, kwargs)
         if error is None and entry.is_async and not self.expired[i]:
             self.results[i] = succeeded(entry, value, duration)
             self._finished()
@@ -193,6 +197,19 @@ class Emission:
                 self._record(i, entry, value, error, duration)
         finally:
             self._finished()
+
+    def _note_acted(
+        self,
+        i: int,
+        entry: HookEntry,
+        error: BaseException | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """A hook that was called acted unless it refused or crashed on its own: it
+        returned, or was cancelled (its deadline, or a sibling's failure)."""
+        if error is None or self.expired[i] or isinstance(error, CancelledError):
+            note_acted(entry, self.timeouts[i], self.event, args, kwargs)
 
     def _record(
         self, i: int, entry: HookEntry, value: Any, error: BaseException | None, duration: float

@@ -31,11 +31,11 @@ from types import CodeType, ModuleType
 import isp
 from isp.errors import PluginInvalid, hook_fields
 from isp.plugins.discovery import PluginSource
-from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, staging
+from isp.plugins.hooks import NAMESPACE, HookEntry, Registration, function_name, staging
 from isp.plugins.manifest import Manifest, resolve_timeout
 from isp.plugins.plugin import Plugin
 from isp.plugins.settings import SettingsStore
-from isp.plugins.specs import SPECS_BY_NAME, SignatureMismatch, verify
+from isp.plugins.specs import SPECS_BY_NAME, EventSpec, SignatureMismatch, verify
 
 HANDLERS = "handlers"
 MODELS = "models"
@@ -305,32 +305,60 @@ def _validate(
             f"(from isp.plugins import Plugin), found {type(plugin).__name__}",
             plugin=source.name,
         )
-    registered = {reg.event for reg in registrations}
+    registered = {(reg.event, reg.after_commit) for reg in registrations}
     for declared in manifest.hooks:
-        if declared.name not in registered:
+        if (declared.name, declared.after_commit) not in registered:
+            decorator = "after_commit" if declared.after_commit else "hook"
+            other = (declared.name, not declared.after_commit) in registered
+            flag = "true" if not declared.after_commit else "false"
+            hint = f'; or set "after_commit": {flag} for it in manifest.json' if other else ""
             raise PluginInvalid(
-                f"{source.label}/manifest.json: hooks: declares {declared.name!r} but no "
-                f"function is registered for it (add @registry.hook({declared.name!r}))",
+                f"{source.label}/manifest.json: hooks: declares {declared.name!r}"
+                f"{' (after_commit)' if declared.after_commit else ''} but no function is "
+                f"registered for it (add @registry.{decorator}({declared.name!r}){hint})",
                 plugin=source.name,
             )
     entries: list[HookEntry] = []
     for reg in registrations:  # several per event are fine: each is its own hook
-        spec = manifest.hook(reg.event)
+        spec = manifest.hook(reg.event, after_commit=reg.after_commit)
         if spec is None:
+            declare = (
+                f'{{"name": {reg.event!r}, "after_commit": true}}'
+                if reg.after_commit
+                else repr(reg.event)
+            )
             raise PluginInvalid(
-                f"{source.label}: {reg.function} is registered for {reg.event!r} but "
-                f'manifest.json does not declare it: add {reg.event!r} to "hooks"',
+                f"{source.label}: {reg.function} is registered for {reg.event!r}"
+                f"{' after commit' if reg.after_commit else ''} but manifest.json does not "
+                f'declare it: add {declare} to "hooks"',
                 plugin=source.name,
             )
         event_spec = SPECS_BY_NAME.get(reg.event)
         if event_spec is not None:
             try:
-                verify(reg.func, reg.function, event_spec)
+                verify(reg.func, reg.function, event_spec, after_commit=reg.after_commit)
             except SignatureMismatch as exc:
                 raise PluginInvalid(
                     f"{source.label}: hook {reg.function} for {reg.event}: {exc}",
                     **hook_fields(source.name, reg.function, reg.event),
                 ) from None
+            if reg.undo is not None:
+                _verify_compensation(source, reg, event_spec)
         timeout = resolve_timeout(reg.timeout, spec.timeout)
         entries.append(HookEntry(source.name, reg, timeout=timeout, critical=spec.critical))
     return plugin, tuple(entries)
+
+
+def _verify_compensation(source: PluginSource, reg: Registration, event_spec: EventSpec) -> None:
+    """A compensation gets its hook's arguments, so it is checked against the same event."""
+    assert reg.undo is not None
+    name = function_name(reg.undo)
+    try:
+        verify(reg.undo, name, event_spec)
+    except SignatureMismatch as exc:
+        raise PluginInvalid(
+            f"{source.label}: compensation {name} of hook {reg.function} for {reg.event}: {exc}",
+            plugin=source.name,
+            hook=name,
+            event=reg.event,
+        ) from None

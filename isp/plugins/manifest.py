@@ -77,7 +77,8 @@ class HookSpec(BaseModel):
     """One event the plugin hooks into; ``timeout`` overrides ISP_HOOK_TIMEOUT for it.
 
     ``critical=False`` makes a failure of this hook recorded and logged without
-    aborting the workflow.
+    aborting the workflow. ``after_commit=True`` declares an after-commit hook
+    (``@registry.after_commit``): run through the outbox once the workflow committed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -85,6 +86,7 @@ class HookSpec(BaseModel):
     name: str
     timeout: Timeout | None = None
     critical: bool = True
+    after_commit: bool = False
 
     @field_validator("name")
     @classmethod
@@ -131,11 +133,12 @@ class Manifest(BaseModel):
     @field_validator("hooks")
     @classmethod
     def _unique_hooks(cls, value: tuple[HookSpec, ...]) -> tuple[HookSpec, ...]:
-        seen: set[str] = set()
+        seen: set[tuple[str, bool]] = set()
         for spec in value:
-            if spec.name in seen:
-                raise ValueError(f"hook {spec.name!r} is declared twice")
-            seen.add(spec.name)
+            if (spec.name, spec.after_commit) in seen:
+                phase = " (after_commit)" if spec.after_commit else ""
+                raise ValueError(f"hook {spec.name!r}{phase} is declared twice")
+            seen.add((spec.name, spec.after_commit))
         return value
 
     @field_validator("events")
@@ -173,8 +176,10 @@ class Manifest(BaseModel):
     def hook_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.hooks)
 
-    def hook(self, event: str) -> HookSpec | None:
-        return next((spec for spec in self.hooks if spec.name == event), None)
+    def hook(self, event: str, *, after_commit: bool = False) -> HookSpec | None:
+        return next(
+            (s for s in self.hooks if s.name == event and s.after_commit == after_commit), None
+        )
 
     def isp_incompatibility(self, isp_version: str) -> str | None:
         """Why this ISP version cannot run the plugin, or None when it can."""

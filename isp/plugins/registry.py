@@ -22,14 +22,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
-from typing import Any, Final, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
+from isp.errors import PluginError
 from isp.plugins.dispatch import Emission, EventPlan
 from isp.plugins.hooks import (
+    Compensation,
     HookEntry,
     HookResult,
     Registration,
+    function_name,
+    offer_compensate,
     registration,
+    stage_undo,
     staged_table,
 )
 from isp.plugins.manifest import check_event, check_timeout
@@ -39,6 +44,17 @@ from isp.plugins.threads import PluginThreads
 from isp.plugins.watchdog import Watchdog
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
+
+
+class Hook(Protocol[P, R]):
+    """What ``@registry.hook`` returns: the function itself, which also offers
+    ``@<hook>.compensate`` to declare how to undo it (:mod:`isp.plugins.compensation`)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def compensate(self, undo: F) -> F: ...
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_GRACE = 1.0
@@ -80,6 +96,7 @@ class PluginRegistry:
         self._events: frozenset[str] = frozenset()
         self._plugins: dict[str, _Published] = {}
         self._plans: dict[str, EventPlan] = {}
+        self._after_commit: dict[str, tuple[HookEntry, ...]] = {}
         self._drivers: dict[tuple[str, str], tuple[str, ...]] = {}
         self._grace = DEFAULT_GRACE
         self._thread_count = DEFAULT_THREADS
@@ -137,18 +154,43 @@ class PluginRegistry:
         timeout: float | None = None,
         plugin: str | None = None,
         critical: bool = True,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[P, R]], Hook[P, R]]:
         """Register the decorated function as the plugin's hook for ``event``.
 
         ``timeout`` (seconds) wins over the manifest's and ``ISP_HOOK_TIMEOUT``.
         ``plugin`` and ``critical`` are for test registries only; a plugin declares
         criticality in its manifest.
         """
+        return self._decorator(event, timeout, plugin, critical, after_commit=False)
+
+    def after_commit(
+        self, event: str, *, timeout: float | None = None, plugin: str | None = None
+    ) -> Callable[[F], F]:
+        """Register the decorated function to run once ``event``'s workflow committed.
+
+        Called ``(obj, delivery, <the event's other arguments by name>)`` through the
+        outbox, at least once, never for a workflow that rolled back (see
+        :mod:`isp.plugins.outbox`). ``db`` is then the plain connection, not the
+        workflow's transaction.
+        """
+        return cast(
+            Callable[[F], F], self._decorator(event, timeout, plugin, True, after_commit=True)
+        )
+
+    def _decorator(
+        self,
+        event: str,
+        timeout: float | None,
+        plugin: str | None,
+        critical: bool,
+        *,
+        after_commit: bool,
+    ) -> Callable[[Callable[P, R]], Hook[P, R]]:
         if timeout is not None:
             check_timeout(timeout)  # fail at the decorator line, not at import's end
 
-        def decorate(func: F) -> F:
-            reg = registration(event, func, timeout)
+        def decorate(func: Callable[P, R]) -> Hook[P, R]:
+            reg = registration(event, func, timeout, after_commit=after_commit)
             table = staged_table()
             if table is not None:
                 if plugin is not None or not critical:
@@ -157,19 +199,23 @@ class PluginRegistry:
                         "registries; declare criticality in manifest.json"
                     )
                 table.append(reg)
-                return func
+                if not after_commit:  # an after-commit hook has nothing to undo
+                    offer_compensate(reg, lambda undo: stage_undo(table, reg, undo))
+                return cast(Hook[P, R], func)
             if self._adhoc_owner is None:
                 raise RuntimeError(
                     f"registry.hook({event!r}) on {reg.function} ran outside a plugin import: "
                     "hooks are collected when the loader imports plugins/<name>/; in tests "
                     "use the plugin_registry fixture"
                 )
-            self._register_adhoc(plugin or self._adhoc_owner, reg, critical)
-            return func
+            entry = self._register_adhoc(plugin or self._adhoc_owner, reg, critical)
+            if not after_commit:
+                offer_compensate(reg, lambda undo: self._compensate_adhoc(entry, undo))
+            return cast(Hook[P, R], func)
 
         return decorate
 
-    def _register_adhoc(self, owner: str, reg: Registration, critical: bool) -> None:
+    def _register_adhoc(self, owner: str, reg: Registration, critical: bool) -> HookEntry:
         """A test registry publishes a hook at once, validated as the loader would."""
         if reg.event not in self._events:
             known = ", ".join(sorted(self._events)) or "(none declared)"
@@ -177,7 +223,7 @@ class PluginRegistry:
         spec = SPECS_BY_NAME.get(reg.event)
         if spec is not None:
             try:
-                verify(reg.func, reg.function, spec)
+                verify(reg.func, reg.function, spec, after_commit=reg.after_commit)
             except SignatureMismatch as exc:
                 raise ValueError(f"plugin {owner!r}: hook for {reg.event}: {exc}") from None
         current = self._plugins.get(owner)
@@ -189,6 +235,22 @@ class PluginRegistry:
             enabled=current.enabled if current else True,
             vendors=current.vendors if current else (),
         )
+        return entry
+
+    @staticmethod
+    def _compensate_adhoc(entry: HookEntry, undo: Callable[..., Any]) -> None:
+        """A test registry's ``@hook.compensate``: checked as the loader checks it."""
+        if entry.compensation is not None:
+            raise TypeError(f"{entry.function} for {entry.event!r} already has a compensation")
+        spec = SPECS_BY_NAME.get(entry.event)
+        if spec is not None:
+            try:
+                verify(undo, function_name(undo), spec)
+            except SignatureMismatch as exc:
+                raise ValueError(
+                    f"plugin {entry.plugin!r}: compensation of {entry.function}: {exc}"
+                ) from None
+        entry.compensation = Compensation(undo)
 
     def publish(
         self,
@@ -300,6 +362,17 @@ class PluginRegistry:
         devices, by name (empty when none would act on such a device)."""
         return self._drivers.get((event, vendor), ())
 
+    def after_commit_hooks(self, event: str) -> tuple[HookEntry, ...]:
+        """The enabled after-commit hooks of ``event`` (each gets one outbox row)."""
+        return self._after_commit.get(event, ())
+
+    def after_commit_entry(self, event: str, plugin: str, function: str) -> HookEntry | None:
+        """The enabled after-commit hook an outbox row names, if it is still there."""
+        for entry in self._after_commit.get(event, ()):
+            if entry.plugin == plugin and entry.function == function:
+                return entry
+        return None
+
     def timeout_of(self, entry: HookEntry) -> float:
         return entry.timeout or self._default_timeout
 
@@ -333,6 +406,18 @@ class PluginRegistry:
                 raise result.error
         return results
 
+    async def call(
+        self, entry: HookEntry, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> HookResult:
+        """Run one hook outside an emit (an outbox delivery) under the same deadline,
+        grace and quarantine rules as every hook; its failure is in the result."""
+        plan = EventPlan((entry,), self._default_timeout, self._grace)
+        emission = Emission(plan, event, self.watchdog, self._abandoned)
+        try:
+            return (await emission.run(args, kwargs))[0]
+        except PluginError as exc:  # a critical hook's failure is raised by the emission
+            return HookResult(entry.plugin, entry.hook, None, 0.0, exc)
+
     def _abandoned(self, entry: HookEntry, reason: str) -> None:
         self.quarantine(entry.plugin, reason)
 
@@ -340,6 +425,7 @@ class PluginRegistry:
         events = set(self._declared)
         table: dict[str, list[HookEntry]] = {}
         holds: dict[str, list[tuple[HookEntry, str]]] = {}
+        after_commit: dict[str, list[HookEntry]] = {}
         drivers: dict[tuple[str, str], list[str]] = {}
         for name in sorted(self._plugins):
             published = self._plugins[name]
@@ -347,6 +433,9 @@ class PluginRegistry:
             if published.enabled:
                 reason = self._quarantined.get(name)
                 for entry in published.entries:
+                    if entry.after_commit:
+                        after_commit.setdefault(entry.event, []).append(entry)
+                        continue
                     if reason is None:
                         table.setdefault(entry.event, []).append(entry)
                     else:
@@ -364,6 +453,7 @@ class PluginRegistry:
         }
         self._events = frozenset(events)
         self._drivers = {key: tuple(names) for key, names in drivers.items()}
+        self._after_commit = {event: tuple(hooks) for event, hooks in after_commit.items()}
         self._plans = plans  # the one assignment emits observe
 
 
@@ -398,8 +488,13 @@ class CurrentRegistry:
         timeout: float | None = None,
         plugin: str | None = None,
         critical: bool = True,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[P, R]], Hook[P, R]]:
         return self.current().hook(event, timeout=timeout, plugin=plugin, critical=critical)
+
+    def after_commit(
+        self, event: str, *, timeout: float | None = None, plugin: str | None = None
+    ) -> Callable[[F], F]:
+        return self.current().after_commit(event, timeout=timeout, plugin=plugin)
 
     async def emit(self, event: str, /, *args: Any, **kwargs: Any) -> list[HookResult]:
         return await self.current().emit(event, *args, **kwargs)

@@ -440,6 +440,7 @@ class PluginRuntime:
                 "function": entry.function,
                 "timeout": self._registry.timeout_of(entry),
                 "critical": entry.critical,
+                "after_commit": entry.after_commit,
                 **entry.stats.snapshot(),
             }
             for entry in (state.loaded.entries if state.loaded else ())

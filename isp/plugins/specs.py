@@ -22,6 +22,9 @@ from typing import Any, Final
 
 from isp.plugins.manifest import check_event
 
+AFTER_COMMIT_KEYWORDS: Final = ("delivery",)
+"""What an after-commit hook receives besides its event's arguments."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
@@ -31,6 +34,7 @@ class EventSpec:
     subject: str  # how the first, positional argument is named in docs (``customer``)
     keywords: tuple[str, ...]  # passed by name, in documentation order (``db`` last)
     doc: str
+    after_commit: bool = True  # its workflow delivers ``@registry.after_commit`` hooks
 
     def __post_init__(self) -> None:
         check_event(self.name)
@@ -39,6 +43,13 @@ class EventSpec:
     def signature(self) -> str:
         """``(plan, changes, devices, db)``, as the README shows it."""
         return f"({', '.join((self.subject, *self.keywords))})"
+
+    @property
+    def after_commit_signature(self) -> str | None:
+        """``(service, delivery, db)``: an after-commit hook's call, None without one."""
+        if not self.after_commit:
+            return None
+        return f"({', '.join((self.subject, *AFTER_COMMIT_KEYWORDS, *self.keywords))})"
 
 
 CORE_SPECS: Final[tuple[EventSpec, ...]] = (
@@ -94,6 +105,7 @@ CORE_SPECS: Final[tuple[EventSpec, ...]] = (
         ("db",),
         "the `Device`; return a list of backup artifacts (see below); `db` is the plain "
         "connection: backups take seconds and hold no transaction",
+        after_commit=False,
     ),
 )
 
@@ -117,11 +129,18 @@ def accepted_keywords(func: Callable[..., Any]) -> frozenset[str] | None:
     )
 
 
-def verify(func: Callable[..., Any], function: str, spec: EventSpec) -> None:
-    """Refuse a hook that cannot be called as ``func(obj, <spec.keywords by name>)``."""
-    offered = (
-        f"it passes {spec.subject} (first, by position) and {', '.join(spec.keywords)} by name"
-    )
+def verify(
+    func: Callable[..., Any], function: str, spec: EventSpec, *, after_commit: bool = False
+) -> None:
+    """Refuse a hook that cannot be called as ``func(obj, <spec.keywords by name>)``
+    (plus ``delivery`` for an after-commit hook)."""
+    if after_commit and not spec.after_commit:
+        raise SignatureMismatch(
+            f"{function} is an after-commit hook, but {spec.name} has no after-commit "
+            f"delivery (it runs in no transaction): use @registry.hook({spec.name!r})"
+        )
+    keywords = (*spec.keywords, *AFTER_COMMIT_KEYWORDS) if after_commit else spec.keywords
+    offered = f"it passes {spec.subject} (first, by position) and {', '.join(keywords)} by name"
     try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):
@@ -139,7 +158,7 @@ def verify(func: Callable[..., Any], function: str, spec: EventSpec) -> None:
             param.VAR_KEYWORD,
         ):
             continue
-        if param.kind is param.POSITIONAL_ONLY or param.name not in spec.keywords:
+        if param.kind is param.POSITIONAL_ONLY or param.name not in keywords:
             raise SignatureMismatch(
                 f"{function} takes argument {param.name!r}, which {spec.name} does not pass; "
                 f"{offered}"

@@ -10,6 +10,10 @@ Each call runs under one :class:`~.budget.Budget` as long as the hook's timeout 
 manifest, started when the hook is entered: every login, command and file wait is cut
 to what is left, so the hook finishes (and cleans up) before the dispatcher cancels it.
 
+Every subscriber hook (provision, suspend, resume, terminate, update) first reads the
+secret as it is and declares a compensation that puts it back if the workflow aborts
+after the hook acted (:mod:`.undo`); a compensation gets the plain connection as ``db``.
+
 The core's models are reached through the small protocols below, never imported: the
 plugin depends on ``isp.plugins`` alone.
 """
@@ -17,19 +21,22 @@ plugin depends on ``isp.plugins`` alone.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from isp.plugins import registry
+from isp.plugins import PluginError, registry
 
-from . import backup, plugin, provision
+from . import backup, plugin, provision, undo
 from .budget import Budget
 from .provision import Subscriber
 from .settings import MikrotikSettings
 from .ssh import RouterSession, Target, open_session
 
 VENDOR = "mikrotik"
+
+log = logging.getLogger(__name__)
 
 
 class DeviceLike(Protocol):
@@ -119,34 +126,105 @@ async def session(
         yield router
 
 
+def mark(service: ServiceLike, event: str) -> None:
+    """Before a hook touches the router: its compensation knows the hook ran here."""
+    undo.journal.keep(service, event, None)
+
+
+async def remember(router: RouterSession, service: ServiceLike, event: str) -> None:
+    """Keep the subscriber's secret as it is, for the compensation of ``event``."""
+    before = await undo.capture(router, service.username)
+    captured = undo.Captured(router.target.device_id, service.username, before)
+    undo.journal.keep(service, event, captured)
+
+
+async def put_back(service: ServiceLike, db: Any, event: str) -> None:
+    """The compensation of every subscriber hook: the secret as the hook found it."""
+    if not handles(service.device):
+        return  # the hook left other vendors' routers alone
+    marked, captured = undo.journal.take(service, event)
+    if marked and captured is None:
+        return  # the hook never got to read the router: it changed nothing there
+    if captured is None:
+        raise PluginError(
+            f"cannot undo {event} of subscriber {service.username!r} (service {service.id}): "
+            "the secret's previous values were kept by the instance that ran the hook, "
+            "and this one does not have them; check the secret on the router by hand"
+        )
+    try:
+        async with session(service.device, db, event) as router:
+            await undo.restore(router, captured.username, captured.before)
+            log.info(
+                "subscriber change undone",
+                extra={**router.target.where, "service_id": service.id, "event": event},
+            )
+    except BaseException:
+        undo.journal.keep_for_retry(service.id, event, captured)
+        raise
+    undo.journal.done(service.id, event)
+
+
 @registry.hook("service_provision")
 async def service_provision(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_provision")
         sub = subscriber(service)  # refuse bad values before connecting
         async with session(service.device, db, "service_provision") as router:
+            await remember(router, service, "service_provision")
             await provision.provision(router, sub)
+
+
+@service_provision.compensate
+async def undo_service_provision(service: ServiceLike, db: Any = None) -> None:
+    """A secret the provision added is removed; one it updated gets its values back."""
+    await put_back(service, db, "service_provision")
 
 
 @registry.hook("service_suspend")
 async def service_suspend(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_suspend")
         async with session(service.device, db, "service_suspend") as router:
+            await remember(router, service, "service_suspend")
             await provision.suspend(router, service.username)
+
+
+@service_suspend.compensate
+async def undo_service_suspend(service: ServiceLike, db: Any = None) -> None:
+    """The secret is enabled again (the session suspend ended stays ended)."""
+    await put_back(service, db, "service_suspend")
 
 
 @registry.hook("service_resume")
 async def service_resume(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_resume")
         sub = subscriber(service)
         async with session(service.device, db, "service_resume") as router:
+            await remember(router, service, "service_resume")
             await provision.resume(router, sub)
+
+
+@service_resume.compensate
+async def undo_service_resume(service: ServiceLike, db: Any = None) -> None:
+    """The secret is disabled again (or removed, if resume had to add it) and the
+    subscriber's session, if one started meanwhile, ends."""
+    await put_back(service, db, "service_resume")
 
 
 @registry.hook("service_terminate")
 async def service_terminate(service: ServiceLike, db: Any = None) -> None:
     if handles(service.device):
+        mark(service, "service_terminate")
         async with session(service.device, db, "service_terminate") as router:
+            await remember(router, service, "service_terminate")
             await provision.terminate(router, service.username)
+
+
+@service_terminate.compensate
+async def undo_service_terminate(service: ServiceLike, db: Any = None) -> None:
+    """The removed secret is added back as it was (the ended session is not)."""
+    await put_back(service, db, "service_terminate")
 
 
 ON_ROUTER = frozenset({"active", "suspended"})  # statuses whose secret is on the router
@@ -187,8 +265,16 @@ async def service_update(
     if not handles(service.device) or status not in ON_ROUTER:
         return
     sub = subscriber(service)
+    mark(service, "service_update")
     async with session(service.device, db, "service_update") as router:
+        await remember(router, service, "service_update")
         await provision.update_secret(router, sub, plan_changed="plan_id" in (changes or {}))
+
+
+@service_update.compensate
+async def undo_service_update(service: ServiceLike, db: Any = None) -> None:
+    """The secret's previous password and profile."""
+    await put_back(service, db, "service_update")
 
 
 @registry.hook("device_backup")

@@ -1,7 +1,8 @@
 """The SMS gateway's HTTP API, and the one boundary where its failures are translated.
 
-Protocol: ``POST <gateway_url>`` with JSON ``{"to", "from", "text"}`` and
-``Authorization: Bearer <api_token>`` (no header without a token); a 2xx answer carries
+Protocol: ``POST <gateway_url>`` with JSON ``{"to", "from", "text"}``,
+``Authorization: Bearer <api_token>`` (no header without a token) and
+``Idempotency-Key: <delivery id>``; a 2xx answer carries
 JSON ``{"id": ...}``, the gateway's message id.
 
 Every way the call can fail (timeout, refused connection, TLS, a non-2xx status, a
@@ -32,11 +33,20 @@ class GatewayError(Exception):
         self.reason = reason
 
 
-async def send(settings: SmsSettings, to: str, text: str, *, secrets: Sequence[str] = ()) -> str:
+async def send(
+    settings: SmsSettings,
+    to: str,
+    text: str,
+    *,
+    secrets: Sequence[str] = (),
+    idempotency_key: str | None = None,
+) -> str:
     """Hand one text to the gateway and return its message id.
 
     ``secrets`` (a PPPoE password in the text) are redacted from error reasons as the
-    token is: a gateway may echo the request in its error body.
+    token is: a gateway may echo the request in its error body. ``idempotency_key``
+    goes out as the ``Idempotency-Key`` header: the same for every attempt of one
+    delivery, so a gateway that deduplicates sends the text once.
 
     Raises:
         GatewayError: for any failure, with the token and ``secrets`` redacted.
@@ -48,6 +58,8 @@ async def send(settings: SmsSettings, to: str, text: str, *, secrets: Sequence[s
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
     body = {"to": to, "from": settings.sender, "text": text}
     try:
         async with asyncio.timeout(settings.timeout):

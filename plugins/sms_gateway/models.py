@@ -1,9 +1,9 @@
 """The message log: one row per text the plugin sent, failed to send or skipped.
 
-Rows are written through the workflow's connection, so they commit (or roll back) with
-the service change they describe. ``service_id`` and ``customer_id`` are plain indexed
-integers, not foreign keys: the log outlives the records it mentions and the plugin's
-migrations need nothing from the core's.
+One row per delivery of an after-commit hook (``delivery_key``, the outbox's idempotency
+key), written after the service change committed and updated by each retry.
+``service_id`` and ``customer_id`` are plain indexed integers, not foreign keys: the log
+outlives the records it mentions and the plugin's migrations need nothing from the core's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Message(Model):
     """One SMS about a service change and what became of it (text has no password)."""
 
     id = fields.IntField(primary_key=True)
+    delivery_key = fields.CharField(max_length=36, null=True, db_index=True)
     service_id = fields.IntField(db_index=True)
     customer_id = fields.IntField(db_index=True)
     event = fields.CharField(max_length=16)

@@ -113,7 +113,7 @@ async def test_the_app_loads_the_plugin(client: Any, tokens: Tokens) -> None:
     response = await client.get("/plugins/mikrotik", headers=auth(tokens.admin))
     body = await response.get_json()
     assert response.status_code == 200, body
-    assert (body["status"], body["version"]) == ("active", "1.2.2")
+    assert (body["status"], body["version"]) == ("active", "1.3.0")
 
 
 async def test_provision_creates_the_secret_and_pins_the_host_key(

@@ -64,7 +64,7 @@ def test_manifest_declares_every_hook_with_its_timeout() -> None:
         "device_backup": 120,
     }
     assert {entry.event for entry in entries} == set(timeouts)
-    assert (manifest.name, manifest.version) == ("mikrotik", "1.2.2")
+    assert (manifest.name, manifest.version) == ("mikrotik", "1.3.0")
 
 
 async def test_other_vendors_are_left_alone() -> None:

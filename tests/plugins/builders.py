@@ -366,3 +366,77 @@ class Server:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+
+
+LEDGER_HANDLERS = """
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from isp.plugins import PluginError, registry
+
+HERE = Path({folder!r})
+
+
+def note(what, obj, delivery):
+    line = {{"what": what, "key": delivery.id, "attempt": delivery.attempt, "id": obj.id,
+             "event": delivery.event, "pid": os.getpid()}}
+    with open(HERE / "deliveries.jsonl", "a") as log:
+        log.write(json.dumps(line) + "\\n")
+
+
+async def deliver(obj, delivery):
+    note("started", obj, delivery)
+    while (HERE / "hold").exists():
+        await asyncio.sleep(0.02)
+    refusals = HERE / "refuse"
+    if refusals.exists() and int(refusals.read_text() or 0) > 0:
+        left = int(refusals.read_text()) - 1
+        refusals.write_text(str(left))
+        raise PluginError(f"refused ({{left}} refusals left)")
+    note("done", obj, delivery)
+
+
+@registry.after_commit("customer_created", timeout=120)
+async def on_customer(customer, delivery):
+    await deliver(customer, delivery)
+
+
+@registry.after_commit("customer_updated", timeout=120)
+async def on_customer_update(customer, delivery, changes):
+    await deliver(customer, delivery)
+
+
+@registry.after_commit("service_provision", timeout=120)
+async def on_provision(service, delivery):
+    await deliver(service, delivery)
+"""
+
+
+def ledger_files(folder: Path) -> dict[str, str]:
+    """The ``ledger`` plugin: after-commit hooks on ``customer_created``,
+    ``customer_updated`` and ``service_provision`` that note each delivery in
+    ``folder/deliveries.jsonl`` (``started`` and ``done`` with key, attempt, object id,
+    event and process id).
+
+    The test steers it with files in ``folder``: while ``hold`` exists a delivery waits
+    after ``started``; ``refuse`` holding N makes the next N attempts raise PluginError.
+    """
+    return plugin_files(
+        "ledger",
+        handlers=LEDGER_HANDLERS.format(folder=str(folder)),
+        hooks=[
+            {"name": "customer_created", "after_commit": True},
+            {"name": "customer_updated", "after_commit": True},
+            {"name": "service_provision", "after_commit": True},
+        ],
+    )
+
+
+def ledger_notes(folder: Path) -> list[dict[str, Any]]:
+    """What the ledger plugin noted so far, in order."""
+    path = folder / "deliveries.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

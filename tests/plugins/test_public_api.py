@@ -34,6 +34,8 @@ def test_the_names_plugin_authors_use() -> None:
     assert isinstance(isp.plugins.registry.current(), PluginRegistry)  # the running app's
     assert callable(isp.plugins.registry.hook)
     assert callable(isp.plugins.registry.emit)
+    assert callable(isp.plugins.registry.after_commit)
+    assert {"id", "attempt"} <= set(isp.plugins.Delivery.__dataclass_fields__)
     assert isp.plugins.PluginError is PluginError
     assert issubclass(isp.plugins.HookTimeout, PluginError)
     assert isp.plugins.HookTimeout is HookTimeout

@@ -26,6 +26,7 @@ def settings(settings: Settings) -> Settings:
 
     Next to it the router stand-in (``null_router``): texts go out on moves that a
     router plugin carries out; with no plugin driving the device, moves are refused.
+    Texts go out after the commit through the outbox: three attempts, retried quickly.
     """
     shutil.copytree(
         PLUGIN_DIR,
@@ -33,7 +34,9 @@ def settings(settings: Settings) -> Settings:
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
     install_plugin(NULL_ROUTER, settings)
-    return settings
+    return settings.model_copy(
+        update={"outbox_attempts": 3, "outbox_backoff": 0.05, "outbox_poll_interval": 0.2}
+    )
 
 
 

@@ -10,6 +10,8 @@ talks to a socket, not a mock. One request per connection (``Connection: close``
 - ``badjson``: 200 with a body that is not JSON
 - ``noid``: 200 ``{"status": "queued"}``
 - ``stall``: reads the request and never answers (until the server stops)
+
+``refusals``: that many requests first get the ``error`` answer, whatever the scenario.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Request:
 @dataclass
 class FakeGateway:
     scenario: str = "ok"
+    refusals: int = 0
     requests: list[Request] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
@@ -112,6 +115,9 @@ class FakeGateway:
         return Request(method, path, headers, body)
 
     def _answer(self, request: Request) -> tuple[int, bytes] | None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            return 500, b'{"error": "upstream SMSC unavailable"}'
         if self.scenario == "ok":
             return 200, json.dumps({"id": OK_ID}).encode()
         if self.scenario == "error":

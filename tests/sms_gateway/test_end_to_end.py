@@ -1,6 +1,8 @@
-"""HTTP -> workflow -> sms_gateway hook -> HTTP gateway on loopback, SQLite and PostgreSQL.
+"""HTTP -> workflow -> commit -> outbox -> sms_gateway hook -> HTTP gateway on loopback,
+SQLite and PostgreSQL.
 
-Whatever the gateway does, provisioning succeeds; the message log says what happened.
+Whatever the gateway does, provisioning succeeds; texts go out only after the commit,
+a refused one is retried; the message log says what happened.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from quart.typing import TestClientProtocol as Client
 from isp.config import Settings
 from tests.conftest import Tokens, auth
 from tests.core.test_api import PPPOE_PASSWORD, create_records
+from tests.plugins.builders import eventually
 from tests.sms_gateway.gateway_server import OK_ID, FakeGateway, closed_port_url
 
 TOKEN = "tok-Very-Secret-123"
@@ -52,6 +55,28 @@ async def messages() -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+async def outbox_rows() -> list[dict[str, Any]]:
+    from tortoise import connections
+
+    rows = await connections.get("default").execute_query_dict(
+        "SELECT key, plugin, status, attempts FROM outbox WHERE plugin = 'sms_gateway' "
+        "ORDER BY id"
+    )
+    return [dict(row) for row in rows]
+
+
+async def settled(count: int, within: float = 10.0) -> list[dict[str, Any]]:
+    """Wait until the plugin's ``count`` deliveries are done (delivered or failed)."""
+
+    async def done() -> list[dict[str, Any]] | None:
+        rows = await outbox_rows()
+        finished = len(rows) == count and all(r["status"] != "pending" for r in rows)
+        return rows if finished else None
+
+    found: list[dict[str, Any]] = await eventually(done, within=within)
+    return found
+
+
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     with caplog.at_level(logging.DEBUG):
@@ -73,9 +98,12 @@ async def test_provisioning_sends_a_welcome_text_and_records_it(
 
     assert (await move(client, tokens, ids["service_id"], "provision"))["status"] == "active"
 
-    [request] = gateway.requests
+    [row] = await settled(1)
+    assert (row["status"], row["attempts"]) == ("delivered", 1)
+    [request] = gateway.requests  # exactly one text
     assert request.method == "POST"
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["idempotency-key"] == row["key"]
     body = request.json()
     assert body["to"] == PHONE
     assert body["from"] == "AcmeNet"
@@ -106,7 +134,7 @@ async def test_provisioning_sends_a_welcome_text_and_records_it(
         ("refused", "cannot reach the gateway: ConnectError"),
     ],
 )
-async def test_a_failing_gateway_never_blocks_provisioning(
+async def test_a_failing_gateway_never_blocks_provisioning_and_is_retried(
     client: Client,
     tokens: Tokens,
     gateway: FakeGateway,
@@ -125,12 +153,34 @@ async def test_a_failing_gateway_never_blocks_provisioning(
 
     current = await client.get(f"/services/{ids['service_id']}", headers=auth(tokens.operator))
     assert (await current.get_json())["status"] == "active"
+    [row] = await settled(1, within=20)
+    assert (row["status"], row["attempts"]) == ("failed", 3)  # ISP_OUTBOX_ATTEMPTS=3
+    if scenario != "refused":
+        assert len(gateway.requests) == 3
+        assert {r.headers["idempotency-key"] for r in gateway.requests} == {row["key"]}
     [message] = await messages()
     assert message["status"] == "failed"
     assert message["gateway_id"] is None
     assert message["error"].startswith(error)
     assert TOKEN not in message["error"]
     assert_no_secrets(logs)
+
+
+async def test_a_text_the_gateway_refused_is_retried_and_sent_once(
+    client: Client, tokens: Tokens, gateway: FakeGateway
+) -> None:
+    await configure(client, tokens, gateway_url=gateway.url, api_token=TOKEN)
+    gateway.refusals = 1
+    ids = await create_records(client, tokens.operator)
+    await move(client, tokens, ids["service_id"], "provision")
+
+    [row] = await settled(1)
+    assert (row["status"], row["attempts"]) == ("delivered", 2)
+    refused, sent = gateway.requests
+    assert refused.json() == sent.json()
+    assert refused.headers["idempotency-key"] == sent.headers["idempotency-key"] == row["key"]
+    [message] = await messages()
+    assert (message["status"], message["gateway_id"], message["error"]) == ("sent", OK_ID, None)
 
 
 async def test_suspend_and_resume_send_texts_too(
@@ -141,6 +191,7 @@ async def test_suspend_and_resume_send_texts_too(
     for action in ("provision", "suspend", "resume"):
         await move(client, tokens, ids["service_id"], action)
 
+    await settled(3)
     texts = [request.json()["text"] for request in gateway.requests]
     assert len(texts) == 3
     assert "is suspended" in texts[1]
@@ -160,12 +211,19 @@ async def test_include_password_sends_it_but_the_log_keeps_it_masked(
     await configure(client, tokens, gateway_url=gateway.url, include_password=True)
     ids = await create_records(client, tokens.operator)
     await move(client, tokens, ids["service_id"], "provision")
+    await settled(1)
 
     assert gateway.requests[0].json()["text"].endswith(f"Password: {PPPOE_PASSWORD}")
     [message] = await messages()
     assert PPPOE_PASSWORD not in message["text"]
     assert message["text"].endswith("Password: ********")
     assert_no_secrets(logs)
+    from tortoise import connections
+
+    [row] = await connections.get("default").execute_query_dict("SELECT * FROM outbox")
+    stored = repr(dict(row))
+    assert PPPOE_PASSWORD not in stored  # the outbox names the service, never its secret
+    assert "password" not in stored
 
 
 async def test_a_customer_without_a_phone_is_skipped(
@@ -191,6 +249,8 @@ async def test_a_customer_without_a_phone_is_skipped(
 
     await move(client, tokens, (await service.get_json())["id"], "provision")
 
+    [row] = await settled(1)
+    assert row["status"] == "delivered"  # skipped is an outcome, not a failure to retry
     assert gateway.requests == []
     [message] = await messages()
     assert message["status"] == "skipped"
@@ -203,6 +263,7 @@ async def test_without_a_gateway_url_nothing_is_sent_and_the_message_is_skipped(
 ) -> None:
     ids = await create_records(client, tokens.operator)
     assert (await move(client, tokens, ids["service_id"], "provision"))["status"] == "active"
+    await settled(1)
     assert gateway.requests == []
     [message] = await messages()
     assert (message["status"], message["error"]) == ("skipped", "gateway_url is not configured")
@@ -242,6 +303,7 @@ async def test_the_environment_configures_the_gateway(
 ) -> None:
     ids = await create_records(client, tokens.operator)
     await move(client, tokens, ids["service_id"], "provision")
+    await settled(1)
     [request] = gateway_from_env.requests
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert [m["status"] for m in await messages()] == ["sent"]
@@ -255,7 +317,7 @@ plugin = Plugin()
 
 @registry.hook("service_provision")
 async def provision(service, db):
-    await asyncio.sleep(0.3)  # long enough for the text to be out
+    await asyncio.sleep(0.3)  # long enough for a text sent inside the workflow to be out
     raise PluginError("no free port on the access router")
 """
 
@@ -277,10 +339,10 @@ def gatekeeper(settings: Settings) -> Settings:
 
 
 @pytest.mark.usefixtures("gatekeeper")
-async def test_a_rolled_back_workflow_rolls_the_message_row_back_though_the_text_went_out(
+async def test_a_provision_that_rolled_back_sends_no_text(
     client: Client, tokens: Tokens, gateway: FakeGateway
 ) -> None:
-    """The documented tradeoff: the log commits with the workflow, the SMS cannot."""
+    """The text waits for the commit: a refused provision leaves no delivery behind."""
     await configure(client, tokens, gateway_url=gateway.url)
     ids = await create_records(client, tokens.operator)
     response = await client.post(
@@ -288,5 +350,6 @@ async def test_a_rolled_back_workflow_rolls_the_message_row_back_though_the_text
     )
     assert response.status_code == 422
     assert (await response.get_json())["plugin"] == "gatekeeper"
-    assert len(gateway.requests) == 1
+    assert await outbox_rows() == []  # nothing committed, so nothing can be delivered
+    assert gateway.requests == []
     assert await messages() == []

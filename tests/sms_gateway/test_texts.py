@@ -123,14 +123,14 @@ def test_the_secret_token_is_masked_in_repr() -> None:
     assert "tok-Very-Secret-123" not in repr(settings)
 
 
-def test_every_hook_is_non_critical_and_outlives_the_longest_gateway_timeout() -> None:
+def test_every_hook_runs_after_commit_and_outlives_the_longest_gateway_timeout() -> None:
     assert {h.name for h in manifest.hooks} == {
         "service_provision",
         "service_suspend",
         "service_resume",
     }
     for hook in manifest.hooks:
-        assert hook.critical is False
+        assert hook.after_commit is True
         assert hook.timeout is not None
         assert hook.timeout > settings_module.MAX_TIMEOUT
     assert manifest.requires == {}

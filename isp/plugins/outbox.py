@@ -1,0 +1,668 @@
+"""The outbox: deliveries owed to plugins, written in a transaction, run after it commits.
+
+A workflow's after-commit hooks do not run inside it: :func:`enqueue_after_commit`
+writes one :class:`~isp.plugins.models.OutboxRow` per hook in the workflow's own
+transaction, so a delivery exists exactly when the commit happened (a rolled-back
+workflow leaves none). After the commit, the instance that committed delivers at once
+(:func:`transaction` hands it the rows); a poller on every instance delivers what is
+left: rows of a process that died before delivering, retries after a failure, rows
+another kind of caller wrote (:func:`enqueue`, e.g. compensations to retry).
+
+Delivery is at least once. Every attempt carries the row's idempotency key
+(``delivery.id``) and its attempt number. An instance claims a row with a lease
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so instances claim different rows); a claim
+of an instance that died lapses when its lease ends. SQLite serves one process, which
+releases every claim when it starts. The rows of one plugin for one object are
+delivered one at a time in commit (id) order. A failed attempt is retried with
+exponential backoff; after ``ISP_OUTBOX_ATTEMPTS`` attempts the row stays ``failed``
+with its error until ``POST /outbox/{id}/retry``.
+
+Rows hold references, never values: the event's object by id (with the relations it had
+loaded), other arguments as JSON with model instances as references, so no secret is
+ever written here. The committing instance delivers with the objects it committed; any
+later attempt reloads them from those references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from time import monotonic
+from typing import Any, Final
+
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
+from tortoise.expressions import F, Q
+from tortoise.functions import Min
+from tortoise.models import Model
+from tortoise.transactions import in_transaction
+
+from isp.config import Settings
+from isp.errors import PluginError
+from isp.plugins.hooks import Delivery
+from isp.plugins.models import OutboxRow
+from isp.plugins.registry import PluginRegistry
+
+log = logging.getLogger(__name__)
+
+AFTER_COMMIT: Final = "after_commit"
+COMPENSATION: Final = "compensation"
+
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
+FAILED: Final = "failed"
+STATUSES: Final = (PENDING, FAILED, DELIVERED)
+
+BATCH: Final = 100  # rows one claim takes at most
+STOP_WAIT: Final = 3.0  # seconds the poller gets to finish its claim at shut-down
+ACK_DELAY: Final = 0.02  # seconds successes wait to be recorded together (one write)
+CONCURRENCY: Final = 32  # deliveries one instance runs at once
+MAX_BACKOFF: Final = 300.0  # seconds, the longest wait between two attempts
+PRUNE_EVERY: Final = 3600.0  # seconds between two deletions of old delivered rows
+_REF: Final = "$ref"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCall:
+    """One attempt as a kind's runner sees it: the row, the reloaded object, the arguments."""
+
+    registry: PluginRegistry
+    row: OutboxRow
+    delivery: Delivery
+    subject: Any
+    args: dict[str, Any]
+
+
+Runner = Callable[[DeliveryCall], Awaitable[None]]
+"""Carries out one attempt of a kind of delivery; raising makes the attempt fail."""
+
+_RUNNERS: dict[str, Runner] = {}
+
+
+def register_kind(kind: str, runner: Runner) -> None:
+    """Say how rows of ``kind`` are delivered (``after_commit`` is built in)."""
+    _RUNNERS[kind] = runner
+
+
+class DeliveryImpossible(Exception):
+    """This attempt cannot run (hook gone, object deleted); it counts as a failed attempt."""
+
+
+# -- writing rows ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A row written claimed for this instance, with the object and arguments it was
+    written for: the committing instance delivers with them, without reloading."""
+
+    row: OutboxRow
+    subject: Any
+    args: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Scope:
+    """The rows one :func:`transaction` wrote, handed to the deliverer once it committed."""
+
+    claimed: list[_Written] = field(default_factory=list)
+    deferred: int = 0
+
+
+_SCOPE: ContextVar[_Scope | None] = ContextVar("isp_outbox_scope", default=None)
+_CURRENT: ContextVar[Outbox | None] = ContextVar("isp_outbox", default=None)
+
+
+def bind(outbox: Outbox) -> Token[Outbox | None]:
+    """Make ``outbox`` the one that rows written in this context are delivered by."""
+    return _CURRENT.set(outbox)
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
+    """``in_transaction()`` whose after-commit rows are delivered right after the commit.
+
+    Without it the rows are still written and delivered, by the next poll.
+    """
+    scope = _Scope()
+    token = _SCOPE.set(scope)
+    try:
+        async with in_transaction() as conn:
+            yield conn
+    finally:
+        _SCOPE.reset(token)
+    outbox = _CURRENT.get()
+    if outbox is not None and (scope.claimed or scope.deferred):
+        outbox.committed(scope.claimed, scope.deferred)
+
+
+async def enqueue(
+    kind: str,
+    *,
+    event: str,
+    plugin: str,
+    hook: str,
+    subject: Model | None = None,
+    args: Mapping[str, Any] | None = None,
+    conn: BaseDBAsyncClient | None = None,
+) -> OutboxRow:
+    """Write one delivery of ``kind`` for ``plugin``'s function ``hook`` on ``event``.
+
+    ``subject``: the event's object, stored as a reference and reloaded at delivery;
+    ``args``: other named arguments (JSON values or model instances, stored as
+    references; never a secret). ``conn``: the transaction the row belongs to (it is
+    delivered only if that commits); None writes it at once. A row written outside
+    :func:`transaction` is picked up by the poller.
+    """
+    outbox = _CURRENT.get()
+    scope = _SCOPE.get() if conn is not None else None
+    model, subject_id, relations = _reference(subject)
+    kept = {name: value for name, value in (args or {}).items() if name != "db"}
+    at = now()
+    row = OutboxRow(
+        key=str(uuid.uuid4()),
+        kind=kind,
+        event=event,
+        plugin=plugin,
+        hook=hook,
+        subject_model=model,
+        subject_id=subject_id,
+        relations=relations,
+        args={name: _encode(value) for name, value in kept.items()},
+        ordering_key=f"{plugin}:{model}:{subject_id}" if model else f"{plugin}:-",
+        status=PENDING,
+        attempts=0,
+        attempt_limit=outbox.attempts if outbox else Outbox.DEFAULT_ATTEMPTS,
+        next_attempt_at=at,
+        created_at=at,
+    )
+    connection = conn or get_connection("default")
+    if outbox is None or scope is None:
+        await row.save(using_db=connection)
+        if outbox is not None and conn is None:
+            outbox.committed([], 1)
+        return row
+    lease_until = at + timedelta(seconds=outbox.lease)
+    if await _insert_claimed(connection, row, outbox.instance, lease_until):
+        scope.claimed.append(_Written(row, subject, kept))
+    else:  # an earlier delivery to this plugin for this object goes first
+        scope.deferred += 1
+        outbox.note_waiting(row.ordering_key)
+    return row
+
+
+_INSERT: Final = (
+    'INSERT INTO "outbox" ("key", "kind", "event", "plugin", "hook", "subject_model", '
+    '"subject_id", "relations", "args", "ordering_key", "status", "attempt_limit", '
+    '"next_attempt_at", "created_at", "attempts", "claimed_by", "lease_until") '
+    "VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6, {p}7, {p}8, {p}9, {p}10, {p}11, {p}12, "
+    "{p}13, {p}14, CASE WHEN {busy} THEN 0 ELSE 1 END, CASE WHEN {busy} THEN NULL ELSE "
+    "{p}15 END, CASE WHEN {busy} THEN NULL ELSE {lease} END) "
+    'RETURNING "id", "claimed_by"'
+)
+_BUSY: Final = (
+    "EXISTS (SELECT 1 FROM \"outbox\" WHERE \"status\" = 'pending' AND "
+    '"ordering_key" = {key})'
+)
+_INSERTS: Final = {
+    "sqlite": _INSERT.format(p="?", busy=_BUSY.format(key="?10"), lease="?16"),
+    "postgres": _INSERT.format(
+        p="$",
+        busy=_BUSY.format(key="CAST($10 AS VARCHAR(255))"),
+        lease="CAST($16 AS TIMESTAMP WITH TIME ZONE)",
+    ),
+}
+
+
+async def _insert_claimed(
+    conn: BaseDBAsyncClient, row: OutboxRow, instance: str, lease_until: datetime
+) -> bool:
+    """Write ``row`` claimed for ``instance``, unless an unfinished row of its plugin for
+    its object exists: one statement, so the workflow pays one round trip. True when
+    the row was written claimed (attempt 1 is ours to run)."""
+    fields: Any = OutboxRow._meta.fields_map
+    values = [
+        row.key,
+        row.kind,
+        row.event,
+        row.plugin,
+        row.hook,
+        row.subject_model,
+        row.subject_id,
+        fields["relations"].to_db_value(row.relations, row),
+        fields["args"].to_db_value(row.args, row),
+        row.ordering_key,
+        row.status,
+        row.attempt_limit,
+        row.next_attempt_at,
+        row.created_at,
+        instance,
+        lease_until,
+    ]
+    dialect = conn.capabilities.dialect
+    found = await conn.execute_query_dict(_INSERTS[dialect], values)
+    row.id = found[0]["id"]
+    claimed = found[0]["claimed_by"] is not None
+    if claimed:
+        row.attempts, row.claimed_by, row.lease_until = 1, instance, lease_until
+    return claimed
+
+
+async def enqueue_after_commit(
+    registry: PluginRegistry, event: str, subject: Any, conn: BaseDBAsyncClient, **extra: Any
+) -> None:
+    """One row per enabled after-commit hook of ``event``, in the workflow's transaction."""
+    for entry in registry.after_commit_hooks(event):
+        await enqueue(
+            AFTER_COMMIT,
+            event=event,
+            plugin=entry.plugin,
+            hook=entry.function,
+            subject=subject,
+            args=extra,
+            conn=conn,
+        )
+
+
+def _reference(subject: Model | None) -> tuple[str | None, str | None, list[str]]:
+    if subject is None:
+        return None, None, []
+    if not isinstance(subject, Model) or subject.pk is None:
+        raise TypeError(f"outbox: the subject must be a saved model instance, not {subject!r}")
+    meta: Any = subject._meta
+    loaded = [name for name in sorted(meta.fk_fields) if _loaded(subject, name)]
+    return f"{meta.app}.{type(subject).__name__}", str(subject.pk), loaded
+
+
+def _loaded(obj: Model, relation: str) -> bool:
+    return isinstance(getattr(obj, f"_{relation}", None), Model)
+
+
+def _encode(value: Any) -> Any:
+    """A JSON value for ``value``; model instances become references (reloaded later)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Model):
+        model, pk, _ = _reference(value)
+        return {_REF: model, "id": pk}
+    if isinstance(value, Enum):
+        return _encode(value.value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_encode(v) for v in value]
+    raise TypeError(f"outbox: cannot store a {type(value).__name__} argument")
+
+
+async def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [await _decode(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {_REF, "id"}:
+            return await _load(value[_REF], value["id"], [])
+        return {k: await _decode(v) for k, v in value.items()}
+    return value
+
+
+async def _load(model_label: str, pk: str, relations: list[str]) -> Model:
+    app, _, name = model_label.partition(".")
+    try:
+        model = Tortoise.apps[app][name]
+    except KeyError:
+        raise DeliveryImpossible(f"model {model_label} is not loaded") from None
+    pk_field: Any = model._meta.pk
+    query = model.filter(pk=pk_field.to_python_value(pk))
+    if relations:
+        query = query.select_related(*relations)
+    found: Model | None = await query.first()
+    if found is None:
+        raise DeliveryImpossible(f"{model_label} {pk} no longer exists")
+    return found
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- delivering rows ---------------------------------------------------------------------
+
+
+async def _run_after_commit(call: DeliveryCall) -> None:
+    row = call.row
+    entry = call.registry.after_commit_entry(row.event, row.plugin, row.hook)
+    if entry is None:
+        raise DeliveryImpossible(
+            f"plugin {row.plugin!r} has no enabled after-commit hook {row.hook} for {row.event}"
+        )
+    kwargs = {**call.args, "delivery": call.delivery, "db": get_connection("default")}
+    result = await call.registry.call(entry, row.event, (call.subject,), kwargs)
+    if result.error is not None:
+        raise result.error
+
+
+register_kind(AFTER_COMMIT, _run_after_commit)
+
+
+class Outbox:
+    """One instance's deliverer: delivers what it committed at once, polls for the rest."""
+
+    DEFAULT_ATTEMPTS: Final = 5
+
+    def __init__(self, settings: Settings, registry: PluginRegistry) -> None:
+        self.registry = registry
+        self.attempts = settings.outbox_attempts
+        self.lease = settings.outbox_lease
+        self.backoff = settings.outbox_backoff
+        self.poll_interval = settings.outbox_poll_interval
+        self.skip_locked = not settings.is_sqlite
+        self.single_process = settings.is_sqlite
+        self.instance = uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self._waiting: Counter[str] = Counter()  # ordering keys with rows queued behind one
+        self._next_retry = float("inf")
+        self._stopping = False
+        self.keep_days = settings.outbox_keep_days
+        self._next_prune = 0.0
+        self._acks: list[OutboxRow] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Release dead claims (SQLite: this is the only process) and start polling."""
+        if self.single_process:
+            await OutboxRow.filter(status=PENDING, claimed_by__not_isnull=True).update(
+                claimed_by=None, lease_until=None
+            )
+        self._stopping = False
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        """Stop polling, cancel deliveries in flight and release their claims.
+
+        The poller ends after the claim it may be in (a claim cut by a cancellation
+        would leave its transaction to the pool); it is cancelled only if that hangs.
+        """
+        if self._poller is not None:
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._poller), timeout=STOP_WAIT)
+            except TimeoutError:
+                self._poller.cancel()
+                with suppress(asyncio.CancelledError):
+                    await self._poller
+            self._poller = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._flush()
+        with suppress(Exception):
+            await OutboxRow.filter(status=PENDING, claimed_by=self.instance).update(
+                claimed_by=None, lease_until=None
+            )
+
+    # -- after a commit ----------------------------------------------------------------
+
+    def committed(self, claimed: list[_Written], deferred: int) -> None:
+        """Deliver the rows a committed transaction wrote already claimed for us."""
+        for written in claimed:
+            self._spawn(written.row, written)
+        if deferred:
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _spawn(self, row: OutboxRow, written: _Written | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(row, written))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if len(self._tasks) == CONCURRENCY - 1:
+            self._wake.set()  # a slot came free: the poller may claim again
+
+    # -- the poller --------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # a wake from now on is not lost: the wait below sees it
+            free = min(BATCH, CONCURRENCY - len(self._tasks))
+            rows: list[OutboxRow] = []
+            if free > 0:
+                try:
+                    rows = await self.claim(free)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a database blip: log, retry at the next poll
+                    log.exception("outbox claim failed")
+            for row in rows:
+                self._spawn(row)
+            if self._stopping:
+                break
+            if rows and len(rows) >= free:
+                continue  # more may be due: claim again as slots free up
+            if monotonic() >= self._next_prune:
+                self._next_prune = monotonic() + PRUNE_EVERY
+                await self.prune()
+            wait = self.poll_interval
+            if self._next_retry != float("inf"):
+                wait = max(0.0, min(wait, self._next_retry - monotonic()))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            if self._next_retry <= monotonic():
+                self._next_retry = float("inf")
+
+    async def prune(self) -> None:
+        """Forget delivered rows older than ``ISP_OUTBOX_KEEP_DAYS`` (the poller, once per
+        PRUNE_EVERY seconds; every instance may: deleting twice is harmless)."""
+        before = now() - timedelta(days=self.keep_days)
+        try:
+            await OutboxRow.filter(status=DELIVERED, delivered_at__lt=before).delete()
+        except Exception:  # noqa: BLE001 - a database blip: the next round prunes
+            log.exception("outbox: pruning delivered rows failed")
+
+    async def claim(self, limit: int = BATCH) -> list[OutboxRow]:
+        """Claim due rows no other instance holds, first of their object's queue only."""
+        at = now()
+        async with in_transaction() as conn:
+            query = (
+                OutboxRow.filter(status=PENDING, next_attempt_at__lte=at)
+                .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=at))
+                .order_by("id")
+                .limit(limit)
+                .using_db(conn)
+            )
+            if self.skip_locked:
+                query = query.select_for_update(skip_locked=True)
+            candidates = await query
+            if not candidates:
+                return []
+            keys = {row.ordering_key for row in candidates}
+            firsts = (
+                await OutboxRow.filter(status=PENDING, ordering_key__in=keys)
+                .using_db(conn)
+                .group_by("ordering_key")
+                .annotate(first=Min("id"))
+                .values_list("first", flat=True)
+            )
+            first_ids = set(firsts)
+            rows = [row for row in candidates if row.id in first_ids]
+            if not rows:
+                return []
+            lease_until = at + timedelta(seconds=self.lease)
+            await (
+                OutboxRow.filter(id__in=[row.id for row in rows])
+                .using_db(conn)
+                .update(
+                    claimed_by=self.instance, lease_until=lease_until, attempts=F("attempts") + 1
+                )
+            )
+        for row in rows:
+            row.attempts += 1
+            row.claimed_by = self.instance
+            row.lease_until = lease_until
+            if self._waiting[row.ordering_key]:
+                self._waiting[row.ordering_key] -= 1
+                if not self._waiting[row.ordering_key]:
+                    del self._waiting[row.ordering_key]
+        return rows
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _deliver(self, row: OutboxRow, written: _Written | None) -> None:
+        async with self._slots:
+            error: BaseException | None = None
+            started = monotonic()
+            try:
+                await self._attempt(row, written)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
+                error = exc
+            await self._settle(row, error, monotonic() - started)
+
+    async def _attempt(self, row: OutboxRow, written: _Written | None) -> None:
+        runner = _RUNNERS.get(row.kind)
+        if runner is None:
+            raise DeliveryImpossible(f"no runner for outbox rows of kind {row.kind!r}")
+        if written is not None:  # just committed here: the objects are the committed ones
+            subject, args = written.subject, dict(written.args)
+        else:
+            subject = None
+            if row.subject_model is not None and row.subject_id is not None:
+                subject = await _load(row.subject_model, row.subject_id, list(row.relations))
+            args = {name: await _decode(value) for name, value in row.args.items()}
+        delivery = Delivery(
+            id=row.key,
+            attempt=row.attempts,
+            event=row.event,
+            plugin=row.plugin,
+            hook=row.hook,
+            kind=row.kind,
+            created_at=row.created_at,
+        )
+        await runner(DeliveryCall(self.registry, row, delivery, subject, args))
+
+    async def _settle(self, row: OutboxRow, error: BaseException | None, duration: float) -> None:
+        """Record the attempt, if our claim still holds (else another instance took over)."""
+        mine = OutboxRow.filter(id=row.id, claimed_by=self.instance, attempts=row.attempts)
+        if error is None:
+            self._ack(row)
+            log.info(
+                "outbox delivered",
+                extra={
+                    "outbox_id": row.id,
+                    "plugin": row.plugin,
+                    "hook": row.hook,
+                    "attempt": row.attempts,
+                    "duration": round(duration, 4),
+                },
+            )
+        else:
+            reason = _reason(error)
+            if row.attempts >= row.attempt_limit:
+                done = await mine.update(
+                    status=FAILED, last_error=reason, claimed_by=None, lease_until=None
+                )
+                log.error(
+                    "outbox delivery failed for good",
+                    extra={
+                        "outbox_id": row.id,
+                        "plugin": row.plugin,
+                        "hook": row.hook,
+                        "attempt": row.attempts,
+                        "reason": reason,
+                    },
+                )
+            else:
+                delay = min(MAX_BACKOFF, self.backoff * 2 ** (row.attempts - 1))
+                done = await mine.update(
+                    last_error=reason,
+                    next_attempt_at=now() + timedelta(seconds=delay),
+                    claimed_by=None,
+                    lease_until=None,
+                )
+                self._next_retry = min(self._next_retry, monotonic() + delay)
+                self._wake.set()  # re-arm the poller's wait for the retry
+                log.warning(
+                    "outbox delivery failed, will retry",
+                    extra={
+                        "outbox_id": row.id,
+                        "plugin": row.plugin,
+                        "hook": row.hook,
+                        "attempt": row.attempts,
+                        "retry_in": delay,
+                        "reason": reason,
+                    },
+                )
+            if not done:
+                log.warning(
+                    "outbox claim lapsed before the attempt ended",
+                    extra={"outbox_id": row.id, "attempt": row.attempts},
+                )
+            if self._waiting[row.ordering_key]:
+                self._wake.set()  # a row of ours waits behind this one
+
+    def _ack(self, row: OutboxRow) -> None:
+        """Record a success soon, together with those that follow within ACK_DELAY:
+        one write for many deliveries. A crash before it means one more delivery."""
+        self._acks.append(row)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(ACK_DELAY)
+        finally:
+            self._flusher = None
+        await self._flush()
+
+    async def _flush(self) -> None:
+        rows, self._acks = self._acks, []
+        if not rows:
+            return
+        try:
+            await OutboxRow.filter(id__in=[r.id for r in rows], claimed_by=self.instance).update(
+                status=DELIVERED, delivered_at=now(), claimed_by=None, lease_until=None
+            )
+        except Exception:  # noqa: BLE001 - the claims lapse and the rows are delivered again
+            log.exception("outbox: recording %s deliveries failed", len(rows))
+            return
+        if any(self._waiting[r.ordering_key] for r in rows):
+            self._wake.set()  # rows of ours wait behind these
+
+    def note_waiting(self, ordering_key: str) -> None:
+        """A row was written behind an unfinished one for the same plugin and object."""
+        self._waiting[ordering_key] += 1
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, PluginError):
+        return error.detail
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if not isinstance(error, DeliveryImpossible) else text
