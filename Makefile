@@ -12,6 +12,9 @@ STAMP = $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# Bytecode as a wheel install would have it: sandboxed workers see isp read-only and
+	# would otherwise compile it on every start (PYTHONDONTWRITEBYTECODE changes nothing here).
+	$(BIN)/python -m compileall -q isp
 	touch $(STAMP)
 
 ## Serve on http://127.0.0.1:8000 (PORT=P: another port) with SQLite and ./data

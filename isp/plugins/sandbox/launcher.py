@@ -132,6 +132,7 @@ class BubblewrapLauncher:
             "LANG": "C.UTF-8",
             "TMPDIR": "/tmp",
             "MALLOC_ARENA_MAX": "2",  # per-thread arenas would eat the address-space limit
+            "PYDANTIC_DISABLE_PLUGINS": "1",  # no entry-point scan, no third-party code at start
         }
 
 
