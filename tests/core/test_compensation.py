@@ -165,7 +165,7 @@ async def test_a_refusal_compensates_the_hook_that_acted_once(
     assert await marks("undone-by-the-refusing-hook") == 0  # a refusal is not undone
     metrics = await client.get("/metrics", headers=auth(tokens.reader))
     text = await metrics.get_data(as_text=True)
-    calls = 'isp_compensation_calls_total{event="service_provision",hook="service_provision",'
+    calls = 'isp_compensation_calls_total{event="service_provision",hook="handlers.provision",'
     assert calls + 'outcome="ok",plugin="acts"} 1.0' in text
     assert calls + 'outcome="ok",plugin="refuses"} 0.0' in text
 
