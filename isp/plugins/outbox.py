@@ -26,6 +26,8 @@ later attempt reloads them from those references.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import uuid
 from collections import Counter
@@ -70,6 +72,7 @@ CONCURRENCY: Final = 32  # deliveries one instance runs at once
 MAX_BACKOFF: Final = 300.0  # seconds, the longest wait between two attempts
 PRUNE_EVERY: Final = 3600.0  # seconds between two deletions of old delivered rows
 _REF: Final = "$ref"
+_dumps: Final = functools.partial(json.dumps, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +104,26 @@ class DeliveryImpossible(Exception):
 # -- writing rows ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Written:
     """A row written claimed for this instance, with the object and arguments it was
-    written for: the committing instance delivers with them, without reloading."""
+    written for: the committing instance delivers with them, without reloading.
 
-    row: OutboxRow
+    The workflow pays for the INSERT only: the row's model instance is built when the
+    delivery starts, after the commit (:meth:`row`).
+    """
+
+    id: int
+    fields: dict[str, Any]
     subject: Any
     args: dict[str, Any]
+    built: OutboxRow | None = None
+
+    def row(self) -> OutboxRow:
+        if self.built is None:
+            self.built = OutboxRow(id=self.id, **self.fields)
+            self.built._saved_in_db = True
+        return self.built
 
 
 @dataclass(slots=True)
@@ -164,41 +179,65 @@ async def enqueue(
     delivered only if that commits); None writes it at once. A row written outside
     :func:`transaction` is picked up by the poller.
     """
+    written = await _write(kind, event, plugin, hook, subject, args, conn)
+    return written.row() if isinstance(written, _Written) else written
+
+
+async def _write(
+    kind: str,
+    event: str,
+    plugin: str,
+    hook: str,
+    subject: Model | None,
+    args: Mapping[str, Any] | None,
+    conn: BaseDBAsyncClient | None,
+) -> OutboxRow | _Written:
+    """:func:`enqueue`, without building a model instance for a row written claimed in
+    a :func:`transaction` (the workflow's path: the instance is built after the commit)."""
     outbox = _CURRENT.get()
     scope = _SCOPE.get() if conn is not None else None
-    model, subject_id, relations = _reference(subject)
     kept = {name: value for name, value in (args or {}).items() if name != "db"}
-    at = now()
-    row = OutboxRow(
-        key=str(uuid.uuid4()),
-        kind=kind,
-        event=event,
-        plugin=plugin,
-        hook=hook,
-        subject_model=model,
-        subject_id=subject_id,
-        relations=relations,
-        args={name: _encode(value) for name, value in kept.items()},
-        ordering_key=f"{plugin}:{model}:{subject_id}" if model else f"{plugin}:-",
-        status=PENDING,
-        attempts=0,
-        attempt_limit=outbox.attempts if outbox else Outbox.DEFAULT_ATTEMPTS,
-        next_attempt_at=at,
-        created_at=at,
-    )
-    connection = conn or get_connection("default")
-    if outbox is None or scope is None:
-        await row.save(using_db=connection)
+    fields = _fields(kind, event, plugin, hook, subject, kept, outbox)
+    if outbox is None or scope is None or conn is None or outbox.holds(plugin):
+        row = OutboxRow(**fields)
+        await row.save(using_db=conn or get_connection("default"))
         if outbox is not None and conn is None:
             outbox.committed([], 1)
+        elif scope is not None:
+            scope.deferred += 1  # held: the poller delivers it once the plugin may run
         return row
-    lease_until = at + timedelta(seconds=outbox.lease)
-    if await _insert_claimed(connection, row, outbox.instance, lease_until):
-        scope.claimed.append(_Written(row, subject, kept))
-    else:  # an earlier delivery to this plugin for this object goes first
-        scope.deferred += 1
-        outbox.note_waiting(row.ordering_key)
-    return row
+    return await _insert_claimed(conn, fields, outbox, scope, subject, kept)
+
+
+def _fields(
+    kind: str,
+    event: str,
+    plugin: str,
+    hook: str,
+    subject: Model | None,
+    kept: dict[str, Any],
+    outbox: Outbox | None,
+) -> dict[str, Any]:
+    """The columns of a new row (unclaimed, attempt 0); no I/O."""
+    model, subject_id, relations = _reference(subject)
+    at = now()
+    return {
+        "key": str(uuid.uuid4()),
+        "kind": kind,
+        "event": event,
+        "plugin": plugin,
+        "hook": hook,
+        "subject_model": model,
+        "subject_id": subject_id,
+        "relations": relations,
+        "args": {name: _encode(value) for name, value in kept.items()},
+        "ordering_key": f"{plugin}:{model}:{subject_id}" if model else f"{plugin}:-",
+        "status": PENDING,
+        "attempts": 0,
+        "attempt_limit": outbox.attempts if outbox else Outbox.DEFAULT_ATTEMPTS,
+        "next_attempt_at": at,
+        "created_at": at,
+    }
 
 
 _INSERT: Final = (
@@ -224,38 +263,53 @@ _INSERTS: Final = {
 }
 
 
+def _json(value: list[str] | dict[str, Any]) -> str:
+    return _dumps(value) if value else ("[]" if isinstance(value, list) else "{}")
+
+
 async def _insert_claimed(
-    conn: BaseDBAsyncClient, row: OutboxRow, instance: str, lease_until: datetime
-) -> bool:
-    """Write ``row`` claimed for ``instance``, unless an unfinished row of its plugin for
-    its object exists: one statement, so the workflow pays one round trip. True when
-    the row was written claimed (attempt 1 is ours to run)."""
-    fields: Any = OutboxRow._meta.fields_map
+    conn: BaseDBAsyncClient,
+    fields: dict[str, Any],
+    outbox: Outbox,
+    scope: _Scope,
+    subject: Any,
+    args: dict[str, Any],
+) -> OutboxRow | _Written:
+    """Write the row claimed for ``outbox``, unless an unfinished row of its plugin for
+    its object exists: one statement, so the workflow pays one round trip and builds
+    no model instance. A claimed row is handed to ``scope`` (delivered after the
+    commit); one queued behind the earlier row is returned as a model instance."""
+    at = fields["created_at"]
+    lease_until = at + timedelta(seconds=outbox.lease)
     values = [
-        row.key,
-        row.kind,
-        row.event,
-        row.plugin,
-        row.hook,
-        row.subject_model,
-        row.subject_id,
-        fields["relations"].to_db_value(row.relations, row),
-        fields["args"].to_db_value(row.args, row),
-        row.ordering_key,
-        row.status,
-        row.attempt_limit,
-        row.next_attempt_at,
-        row.created_at,
-        instance,
+        fields["key"],
+        fields["kind"],
+        fields["event"],
+        fields["plugin"],
+        fields["hook"],
+        fields["subject_model"],
+        fields["subject_id"],
+        _json(fields["relations"]),
+        _json(fields["args"]),
+        fields["ordering_key"],
+        PENDING,
+        fields["attempt_limit"],
+        at,
+        at,
+        outbox.instance,
         lease_until,
     ]
-    dialect = conn.capabilities.dialect
-    found = await conn.execute_query_dict(_INSERTS[dialect], values)
-    row.id = found[0]["id"]
-    claimed = found[0]["claimed_by"] is not None
-    if claimed:
-        row.attempts, row.claimed_by, row.lease_until = 1, instance, lease_until
-    return claimed
+    found = (await conn.execute_query_dict(_INSERTS[conn.capabilities.dialect], values))[0]
+    if found["claimed_by"] is None:  # an earlier delivery to this plugin for this object
+        scope.deferred += 1
+        outbox.note_waiting(fields["ordering_key"])
+        row = OutboxRow(id=found["id"], **fields)
+        row._saved_in_db = True
+        return row
+    fields.update(attempts=1, claimed_by=outbox.instance, lease_until=lease_until)
+    written = _Written(found["id"], fields, subject, args)
+    scope.claimed.append(written)
+    return written
 
 
 async def enqueue_after_commit(
@@ -263,15 +317,7 @@ async def enqueue_after_commit(
 ) -> None:
     """One row per enabled after-commit hook of ``event``, in the workflow's transaction."""
     for entry in registry.after_commit_hooks(event):
-        await enqueue(
-            AFTER_COMMIT,
-            event=event,
-            plugin=entry.plugin,
-            hook=entry.function,
-            subject=subject,
-            args=extra,
-            conn=conn,
-        )
+        await _write(AFTER_COMMIT, event, entry.plugin, entry.function, subject, extra, conn)
 
 
 def _reference(subject: Model | None) -> tuple[str | None, str | None, list[str]]:
@@ -429,15 +475,21 @@ class Outbox:
     def committed(self, claimed: list[_Written], deferred: int) -> None:
         """Deliver the rows a committed transaction wrote already claimed for us."""
         for written in claimed:
-            self._spawn(written.row, written)
+            self._spawn(written)
         if deferred:
             self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
 
-    def _spawn(self, row: OutboxRow, written: _Written | None = None) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(row, written))
+    def holds(self, plugin: str) -> bool:
+        """A quarantined plugin's deliveries wait, pending with their attempts untouched,
+        until it is enabled again: its code is not run meanwhile, and a row is not
+        burnt to ``failed`` by a plugin the service itself stopped."""
+        return self.registry.quarantined(plugin) is not None
+
+    def _spawn(self, item: OutboxRow | _Written) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(item))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -489,6 +541,7 @@ class Outbox:
     async def claim(self, limit: int = BATCH) -> list[OutboxRow]:
         """Claim due rows no other instance holds, first of their object's queue only."""
         at = now()
+        held = self.registry.quarantined_plugins()
         async with in_transaction() as conn:
             query = (
                 OutboxRow.filter(status=PENDING, next_attempt_at__lte=at)
@@ -497,6 +550,8 @@ class Outbox:
                 .limit(limit)
                 .using_db(conn)
             )
+            if held:
+                query = query.exclude(plugin__in=held)
             if self.skip_locked:
                 query = query.select_for_update(skip_locked=True)
             candidates = await query
@@ -534,8 +589,13 @@ class Outbox:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _deliver(self, row: OutboxRow, written: _Written | None) -> None:
+    async def _deliver(self, item: OutboxRow | _Written) -> None:
+        written = item if isinstance(item, _Written) else None
+        row = item.row() if isinstance(item, _Written) else item
         async with self._slots:
+            if self.holds(row.plugin):  # quarantined since the claim: not an attempt
+                await self._release(row)
+                return
             error: BaseException | None = None
             started = monotonic()
             try:
@@ -627,6 +687,19 @@ class Outbox:
                 )
             if self._waiting[row.ordering_key]:
                 self._wake.set()  # a row of ours waits behind this one
+
+    async def _release(self, row: OutboxRow) -> None:
+        """Give a claimed row back untried: its attempt does not count."""
+        try:
+            await OutboxRow.filter(
+                id=row.id, claimed_by=self.instance, attempts=row.attempts
+            ).update(attempts=F("attempts") - 1, claimed_by=None, lease_until=None)
+        except Exception:  # noqa: BLE001 - the claim lapses; that attempt is then counted
+            log.exception("outbox: releasing a held delivery failed", extra={"outbox_id": row.id})
+        log.info(
+            "outbox delivery held: plugin quarantined",
+            extra={"outbox_id": row.id, "plugin": row.plugin, "hook": row.hook},
+        )
 
     def _ack(self, row: OutboxRow) -> None:
         """Record a success soon, together with those that follow within ACK_DELAY:

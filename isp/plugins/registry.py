@@ -329,6 +329,10 @@ class PluginRegistry:
         """Why ``plugin`` is quarantined, or None."""
         return self._quarantined.get(plugin)
 
+    def quarantined_plugins(self) -> list[str]:
+        """The plugins quarantined now, by name."""
+        return sorted(self._quarantined)
+
     def set_enabled(self, plugin: str, enabled: bool) -> None:
         published = self._plugins.get(plugin)
         if published is None:
