@@ -76,11 +76,51 @@ _dumps: Final = functools.partial(json.dumps, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one attempt needs of its row: a claimed row read back, or written just now
+    (then no model instance is built for it at all)."""
+
+    id: int
+    key: str
+    kind: str
+    event: str
+    plugin: str
+    hook: str
+    subject_model: str | None
+    subject_id: str | None
+    relations: list[str]
+    args: dict[str, Any]
+    ordering_key: str
+    attempts: int
+    attempt_limit: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: OutboxRow) -> Claimed:
+        return cls(
+            row.id,
+            row.key,
+            row.kind,
+            row.event,
+            row.plugin,
+            row.hook,
+            row.subject_model,
+            row.subject_id,
+            list(row.relations),
+            dict(row.args),
+            row.ordering_key,
+            row.attempts,
+            row.attempt_limit,
+            row.created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryCall:
     """One attempt as a kind's runner sees it: the row, the reloaded object, the arguments."""
 
     registry: PluginRegistry
-    row: OutboxRow
+    row: Claimed
     delivery: Delivery
     subject: Any
     args: dict[str, Any]
@@ -104,26 +144,14 @@ class DeliveryImpossible(Exception):
 # -- writing rows ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Written:
     """A row written claimed for this instance, with the object and arguments it was
-    written for: the committing instance delivers with them, without reloading.
+    written for: the committing instance delivers with them, without reloading."""
 
-    The workflow pays for the INSERT only: the row's model instance is built when the
-    delivery starts, after the commit (:meth:`row`).
-    """
-
-    id: int
-    fields: dict[str, Any]
+    row: Claimed
     subject: Any
     args: dict[str, Any]
-    built: OutboxRow | None = None
-
-    def row(self) -> OutboxRow:
-        if self.built is None:
-            self.built = OutboxRow(id=self.id, **self.fields)
-            self.built._saved_in_db = True
-        return self.built
 
 
 @dataclass(slots=True)
@@ -180,7 +208,10 @@ async def enqueue(
     :func:`transaction` is picked up by the poller.
     """
     written = await _write(kind, event, plugin, hook, subject, args, conn)
-    return written.row() if isinstance(written, _Written) else written
+    if isinstance(written, OutboxRow):
+        return written
+    # written claimed in a transaction (the workflows' path builds no instance): read back
+    return await OutboxRow.get(id=written.row.id, using_db=conn)
 
 
 async def _write(
@@ -306,8 +337,23 @@ async def _insert_claimed(
         row = OutboxRow(id=found["id"], **fields)
         row._saved_in_db = True
         return row
-    fields.update(attempts=1, claimed_by=outbox.instance, lease_until=lease_until)
-    written = _Written(found["id"], fields, subject, args)
+    claimed = Claimed(
+        found["id"],
+        fields["key"],
+        fields["kind"],
+        fields["event"],
+        fields["plugin"],
+        fields["hook"],
+        fields["subject_model"],
+        fields["subject_id"],
+        fields["relations"],
+        fields["args"],
+        fields["ordering_key"],
+        1,
+        fields["attempt_limit"],
+        at,
+    )
+    written = _Written(claimed, subject, args)
     scope.claimed.append(written)
     return written
 
@@ -426,7 +472,7 @@ class Outbox:
         self._stopping = False
         self.keep_days = settings.outbox_keep_days
         self._next_prune = 0.0
-        self._acks: list[OutboxRow] = []
+        self._acks: list[Claimed] = []
         self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -488,7 +534,7 @@ class Outbox:
         burnt to ``failed`` by a plugin the service itself stopped."""
         return self.registry.quarantined(plugin) is not None
 
-    def _spawn(self, item: OutboxRow | _Written) -> None:
+    def _spawn(self, item: Claimed | _Written) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(item))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -513,7 +559,7 @@ class Outbox:
                 except Exception:  # noqa: BLE001 - a database blip: log, retry at the next poll
                     log.exception("outbox claim failed")
             for row in rows:
-                self._spawn(row)
+                self._spawn(Claimed.of(row))
             if self._stopping:
                 break
             if rows and len(rows) >= free:
@@ -589,9 +635,9 @@ class Outbox:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _deliver(self, item: OutboxRow | _Written) -> None:
+    async def _deliver(self, item: Claimed | _Written) -> None:
         written = item if isinstance(item, _Written) else None
-        row = item.row() if isinstance(item, _Written) else item
+        row = item.row if isinstance(item, _Written) else item
         async with self._slots:
             if self.holds(row.plugin):  # quarantined since the claim: not an attempt
                 await self._release(row)
@@ -606,7 +652,7 @@ class Outbox:
                 error = exc
             await self._settle(row, error, monotonic() - started)
 
-    async def _attempt(self, row: OutboxRow, written: _Written | None) -> None:
+    async def _attempt(self, row: Claimed, written: _Written | None) -> None:
         runner = _RUNNERS.get(row.kind)
         if runner is None:
             raise DeliveryImpossible(f"no runner for outbox rows of kind {row.kind!r}")
@@ -628,9 +674,8 @@ class Outbox:
         )
         await runner(DeliveryCall(self.registry, row, delivery, subject, args))
 
-    async def _settle(self, row: OutboxRow, error: BaseException | None, duration: float) -> None:
+    async def _settle(self, row: Claimed, error: BaseException | None, duration: float) -> None:
         """Record the attempt, if our claim still holds (else another instance took over)."""
-        mine = OutboxRow.filter(id=row.id, claimed_by=self.instance, attempts=row.attempts)
         if error is None:
             self._ack(row)
             log.info(
@@ -645,6 +690,7 @@ class Outbox:
             )
         else:
             reason = _reason(error)
+            mine = OutboxRow.filter(id=row.id, claimed_by=self.instance, attempts=row.attempts)
             if row.attempts >= row.attempt_limit:
                 done = await mine.update(
                     status=FAILED, last_error=reason, claimed_by=None, lease_until=None
@@ -688,7 +734,7 @@ class Outbox:
             if self._waiting[row.ordering_key]:
                 self._wake.set()  # a row of ours waits behind this one
 
-    async def _release(self, row: OutboxRow) -> None:
+    async def _release(self, row: Claimed) -> None:
         """Give a claimed row back untried: its attempt does not count."""
         try:
             await OutboxRow.filter(
@@ -701,7 +747,7 @@ class Outbox:
             extra={"outbox_id": row.id, "plugin": row.plugin, "hook": row.hook},
         )
 
-    def _ack(self, row: OutboxRow) -> None:
+    def _ack(self, row: Claimed) -> None:
         """Record a success soon, together with those that follow within ACK_DELAY:
         one write for many deliveries. A crash before it means one more delivery."""
         self._acks.append(row)
