@@ -17,6 +17,9 @@ delivered one at a time in commit (id) order. A failed attempt is retried with
 exponential backoff; after ``ISP_OUTBOX_ATTEMPTS`` attempts the row stays ``failed``
 with its error until ``POST /outbox/{id}/retry``.
 
+A quarantined plugin's rows are held: written as usual, never claimed and never counted
+as attempts until the quarantine is lifted (:meth:`Outbox.holds`).
+
 Rows hold references, never values: the event's object by id (with the relations it had
 loaded), other arguments as JSON with model instances as references, so no secret is
 ever written here. The committing instance delivers with the objects it committed; any
@@ -474,6 +477,7 @@ class Outbox:
         self._next_prune = 0.0
         self._acks: list[Claimed] = []
         self._flusher: asyncio.Task[None] | None = None
+        registry.on_release(lambda _plugin: self._wake.set())  # held rows are due
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ class PluginRegistry:
         self._thread_count = DEFAULT_THREADS
         self._threads: dict[str, PluginThreads] = {}
         self._quarantined: dict[str, str] = {}
+        self._release_listeners: list[Callable[[str], None]] = []
         self._listeners: list[Callable[[str, str], None]] = []
         self.watchdog = Watchdog()
 
@@ -314,9 +315,15 @@ class PluginRegistry:
         for listener in self._listeners:
             listener(plugin, reason)
 
+    def on_release(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(plugin)`` when a quarantine of this registry is lifted (the
+        outbox then delivers what it held for the plugin)."""
+        self._release_listeners.append(listener)
+
     def set_quarantine(self, plugin: str, reason: str | None) -> None:
-        """Hold (``reason``) or release (None) a plugin's hooks, without telling anyone:
-        what the runtime calls for a state read from the database or an admin's enable."""
+        """Hold (``reason``) or release (None) a plugin's hooks, without telling the
+        quarantine listeners: what the runtime calls for a state read from the database
+        or an admin's enable."""
         if self._quarantined.get(plugin) == reason:
             return
         if reason is None:
@@ -324,6 +331,9 @@ class PluginRegistry:
         else:
             self._quarantined[plugin] = reason
         self._rebuild()
+        if reason is None:
+            for listener in self._release_listeners:
+                listener(plugin)
 
     def quarantined(self, plugin: str) -> str | None:
         """Why ``plugin`` is quarantined, or None."""

@@ -13,6 +13,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from isp.config import Settings
+from isp.core.models import Customer
 from isp.plugins.models import OutboxRow
 from tests.conftest import NULL_ROUTER, Tokens, auth, install_plugin, make_settings
 from tests.core.test_api import create_records
@@ -212,3 +213,42 @@ async def test_delivered_rows_are_kept_for_a_while_then_pruned(
     [kept] = (await (await client.get("/outbox", headers=auth(tokens.admin))).get_json())["outbox"]
     assert kept["id"] != old["id"]
     assert first in {n["id"] for n in done(ledger)}
+
+
+async def test_a_quarantined_plugins_deliveries_wait_pending_until_it_is_enabled_again(
+    app: Quart, client: Client, tokens: Tokens, ledger: Path
+) -> None:
+    app.extensions["isp.plugins"].registry.quarantine("ledger", "a hook outlived its deadline")
+    customer_id = await customer(client, tokens)  # the workflow itself is not refused
+
+    [row] = await outbox(client, tokens, "pending")  # written in the workflow's transaction
+    assert await app.extensions["isp.outbox"].claim() == []  # what every poll finds
+    [held] = await outbox(client, tokens, "pending")
+    assert (held["id"], held["attempts"], held["last_error"]) == (row["id"], 0, None)
+    assert ledger_notes(ledger) == []  # the plugin's code did not run
+
+    enabled = await client.put("/plugins/ledger/enable", headers=auth(tokens.admin))
+    assert enabled.status_code == 200, await enabled.get_data(as_text=True)
+    [note] = await eventually(lambda: done(ledger))
+    assert (note["id"], note["attempt"], note["key"]) == (customer_id, 1, row["key"])
+
+
+async def test_a_delivery_claimed_before_the_quarantine_is_given_back_untried(
+    app: Quart, client: Client, tokens: Tokens, ledger: Path
+) -> None:
+    from isp.plugins import outbox as deliveries
+
+    box = app.extensions["isp.outbox"]
+    await box.stop()  # nothing delivers behind the test's back
+    await deliveries.enqueue(
+        deliveries.AFTER_COMMIT, event="customer_created", plugin="ledger",
+        hook="handlers.on_customer", subject=await Customer.create(name="Ada"),
+    )  # fmt: skip
+    [claimed] = await box.claim()
+    assert claimed.attempts == 1
+    app.extensions["isp.plugins"].registry.quarantine("ledger", "a hook outlived its deadline")
+
+    await box._deliver(deliveries.Claimed.of(claimed))
+    row = await OutboxRow.get(id=claimed.id)
+    assert (row.status, row.attempts, row.claimed_by, row.last_error) == ("pending", 0, None, None)
+    assert ledger_notes(ledger) == []
