@@ -8,12 +8,21 @@ running app (SQLite, or with ``--postgres`` a throw-away PostgreSQL cluster, or
 One of them is enabled at a time; ``create_customer`` runs N times with each, in
 alternating blocks so drift hits both alike, one workflow after the other.
 
-It prints the workflows' p50 and p95 latency with each hook, the growth of the p50, and
-the p95 from the commit to the after-commit delivery. Latency is measured two ways: the
-workflow function (``create_customer`` returning, commit included; the delivery time is
-measured from its return) and the whole request (``POST /customers`` through the app:
-token check, validation, workflow, answer). The goals: p50 grows by at most 10 %,
-delivery p95 <= 50 ms.
+What is timed is what the caller waits for: the workflow function (``create_customer``
+until it returns, so BEGIN, the INSERTs, the hook or the outbox row, and the COMMIT), and
+the whole request (``POST /customers`` through the app: token check, validation,
+workflow, answer). The hook's own cost is paid on both sides: inside the workflow for
+``inline``; for ``after`` its delivery runs on the same event loop while the next
+workflow runs (they follow each other with no pause), so whatever the delivery costs
+the loop (the hook call, recording it delivered) lands in the measured latencies too.
+Between blocks the bench waits, untimed, until every delivery is recorded, so no block
+inherits the other's work.
+
+It prints the workflows' p50 and p95 latency with each hook, the growth of the p50 (in
+per cent and in microseconds: the per cent depends on how cheap the base workflow is),
+and the p95 from the commit to the after-commit delivery, measured from the workflow's
+return, a few microseconds after its COMMIT answered. The goals: p50 grows by at most
+10 %, delivery p95 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -171,7 +180,8 @@ def report(label: str, found: dict[str, list[float]]) -> None:
                 f"  {name:24s} p50 {statistics.median(values):6.2f} ms  "
                 f"p95 {percentile(values, 95):6.2f} ms"
             )
-        print(f"  p50 growth {growth * 100:+5.1f} %  (goal <= +10 %)")
+        extra = (statistics.median(after) - statistics.median(inline)) * 1000
+        print(f"  p50 growth {growth * 100:+5.1f} %  ({extra:+.0f} us; goal <= +10 %)")
         if via == "call":  # over HTTP the delivery may finish before the answer is out
             print(
                 f"  commit to delivery       p50 {statistics.median(delivery):6.2f} ms  "
