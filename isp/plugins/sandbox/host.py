@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -68,6 +68,7 @@ class SandboxHook:
     event: str
     timeout: float | None
     is_async: bool
+    after_commit: bool = False
 
 
 @dataclass(eq=False)
@@ -90,6 +91,7 @@ class _Process:
     killed_for: str | None = None  # why the host killed it (a timeout, stop): not a crash
     budget: int = 0  # characters of its output and log records still to be logged
     fault: str | None = None  # why the host killed a misbehaving worker (counts as a crash)
+    cancelling: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
 
 
 class SandboxedPlugin:
@@ -106,6 +108,8 @@ class SandboxedPlugin:
         backoff: tuple[float, float] = (0.1, 5.0),
         start_timeout: float = 10.0,
         output_limit: int = 64 * 1024,
+        grace: float = 1.0,
+        on_quarantine: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -116,8 +120,10 @@ class SandboxedPlugin:
         self.backoff = backoff
         self.start_timeout = start_timeout
         self.output_limit = output_limit
+        self.grace = grace
+        self.on_quarantine = on_quarantine
         self.hooks: tuple[SandboxHook, ...] = ()
-        self._functions: frozenset[str] = frozenset()
+        self._functions: dict[str, SandboxHook] = {}
         self.quarantined: str | None = None
         self.cold_start: float | None = None  # seconds the last start took
         self._crashes: deque[float] = deque()
@@ -181,8 +187,8 @@ class SandboxedPlugin:
             write_message(process.writer, message)
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.CancelledError:
-            if self._process is process:  # the caller gave up: the worker cancels the hook
-                write_message(process.writer, {"type": "cancel", "id": call_id})
+            if self._process is process:  # the caller gave up (a deadline, a sibling failed)
+                self._cancel(process, call_id, hook)
             raise
         except TimeoutError:
             why = f"{hook} ran past its {timeout:g} s timeout; its worker was killed"
@@ -191,6 +197,19 @@ class SandboxedPlugin:
         finally:
             process.calls.pop(call_id, None)
         return future.result()
+
+    def _cancel(self, process: _Process, call_id: int, hook: str) -> None:
+        """Cancel one call: an ``async def`` hook gets ``grace`` seconds to end; a ``def``
+        hook cannot be cancelled in its thread, so its worker is killed (and restarted)."""
+        if not self._functions[hook].is_async:
+            self._kill(process, f"{hook} was cancelled; a def hook cannot be, so its worker "
+                       "was killed")  # fmt: skip
+            return
+        write_message(process.writer, {"type": "cancel", "id": call_id})
+        why = f"{hook} ignored its cancellation for {self.grace:g} s; its worker was killed"
+        process.cancelling[call_id] = asyncio.get_running_loop().call_later(
+            self.grace, self._kill, process, why
+        )
 
     def reset(self) -> None:
         """Clear the quarantine (the plugin is enabled again); the next call starts a worker."""
@@ -286,7 +305,7 @@ class SandboxedPlugin:
             raise PluginError(f"the plugin cannot run in its sandbox: {why}", status=503,
                               plugin=self.name) from None  # fmt: skip
         self.hooks = tuple(SandboxHook(**hook) for hook in first["hooks"])
-        self._functions = frozenset(hook.function for hook in self.hooks)
+        self._functions = {hook.function: hook for hook in self.hooks}
         self.cold_start = time.perf_counter() - started
         self._process = process
         self._spawn(process, self._serve(process))
@@ -324,6 +343,8 @@ class SandboxedPlugin:
                     text = f"plugin log {message.get('logger')}: {message.get('message')}"
                     self._log(process, level if isinstance(level, int) else logging.INFO, text)
                     continue
+                if (pending := process.cancelling.pop(int(message.get("id", 0)), None)) is not None:
+                    pending.cancel()  # a cancelled call ended in time
                 call = process.calls.get(int(message.get("id", 0)))
                 if call is None or call.future.done():
                     continue
@@ -417,6 +438,8 @@ class SandboxedPlugin:
             count, window = len(self._crashes), self.crash_window
             self.quarantined = f"worker crashed {count} times in {window:g} s; last: {why}"
             log.error("plugin quarantined", extra={"plugin": self.name, "reason": why})
+            if self.on_quarantine is not None:
+                self.on_quarantine(self.quarantined)
 
     def _kill(self, process: _Process, why: str, *, crash: bool = False) -> None:
         """SIGKILL the worker's process group and the sandbox's pid 1 (so all inside it).
@@ -429,6 +452,9 @@ class SandboxedPlugin:
             process.killed_for = why
         if self._process is process:
             self._process = None
+        for pending in process.cancelling.values():
+            pending.cancel()
+        process.cancelling.clear()
         inner = _children(process.proc.pid)  # the sandbox's pid 1: killing it ends them all
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.proc.pid, signal.SIGKILL)

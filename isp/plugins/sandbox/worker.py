@@ -23,6 +23,7 @@ from typing import Any
 from isp.plugins.sandbox.protocol import read_message, write_message
 
 MB = 1024 * 1024
+SECRET_FIELD = "_password"  # isp.plugins.snapshots.SECRET_FIELD (not imported: no tortoise)
 
 
 class Snapshot:
@@ -46,7 +47,7 @@ class Snapshot:
         raise AttributeError(f"snapshot attribute {name!r} is read-only")
 
     def __dir__(self) -> list[str]:
-        return sorted(self._fields)
+        return sorted(k for k in self._fields if k != SECRET_FIELD)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Snapshot) and self._fields == other._fields
@@ -55,7 +56,18 @@ class Snapshot:
         return hash(tuple(sorted(self._fields)))
 
     def __repr__(self) -> str:
-        return f"Snapshot({self._fields!r})"
+        shown = {k: v for k, v in self._fields.items() if k != SECRET_FIELD}
+        return f"Snapshot({shown!r})"
+
+    def reveal_password(self) -> str:
+        """The secret in clear, when the plugin was granted ``secrets``; never log it."""
+        secret = self._fields.get(SECRET_FIELD)
+        if secret is None:
+            raise PermissionError(
+                "reveal_password() needs the manifest's \"permissions\": {\"secrets\": true}, "
+                "granted at install (?grant=secrets)"
+            )
+        return str(secret)
 
 
 def frozen(value: Any) -> Any:
@@ -143,6 +155,9 @@ class Worker:
                 write_message(self.writer, reply)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"the hook's result cannot leave the sandbox: {exc}") from None
+        except asyncio.CancelledError:
+            write_message(self.writer, {"type": "cancelled", "id": call_id})
+            raise
         except PluginError as exc:
             status, detail = exc.status_code, exc.detail
             write_message(self.writer, {"type": "error", "id": call_id, "kind": "plugin",
@@ -214,8 +229,8 @@ async def serve(config: Mapping[str, Any]) -> int:
         await writer.drain()
         return 3
     worker = Worker(writer, hooks)
-    listed = [{"function": f, "event": e.event, "timeout": e.timeout, "is_async": e.is_async}
-              for f, e in hooks.items()]  # fmt: skip
+    listed = [{"function": f, "event": e.event, "timeout": e.timeout, "is_async": e.is_async,
+               "after_commit": e.after_commit} for f, e in hooks.items()]  # fmt: skip
     write_message(writer, {"type": "ready", "hooks": listed})
     while (message := await read_message(reader)) is not None:
         if message["type"] == "call":
