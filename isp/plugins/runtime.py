@@ -380,8 +380,9 @@ class PluginRuntime:
         the next call."""
         state = self._states.get(name)
         if state is not None:
+            lifted = reason is None and state.quarantined is not None
             state.quarantined = reason
-            if reason is None and state.worker is not None:
+            if lifted and state.worker is not None:
                 state.worker.reset()
         self._registry.set_quarantine(name, reason)
 
@@ -425,6 +426,11 @@ class PluginRuntime:
             state.loaded = None
         state.error = why
         log.error("plugin %s: %s", name, why, extra={"plugin": name})
+
+    def worker(self, name: str) -> SandboxedPlugin | None:
+        """The worker of a sandboxed plugin's version serving now, or None."""
+        state = self._states.get(name)
+        return state.worker if state else None
 
     def names(self) -> builtins.list[str]:
         return sorted(self._states)

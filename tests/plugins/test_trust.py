@@ -10,7 +10,6 @@ import base64
 import hashlib
 import io
 import json
-import logging
 import re
 import stat
 import zipfile
