@@ -76,6 +76,7 @@ class _Call:
     future: asyncio.Future[Any]
     store: KeyValueStore
     hook: str
+    kv: set[asyncio.Task[None]] = field(default_factory=set)  # its db requests running
 
 
 @dataclass(eq=False)
@@ -195,7 +196,11 @@ class SandboxedPlugin:
             self._kill(process, why)
             raise HookTimeout(why, plugin=self.name) from None
         finally:
-            process.calls.pop(call_id, None)
+            ended = process.calls.pop(call_id, None)
+            if ended is not None and ended.kv:
+                # its store is the workflow's connection: no request of the hook may still
+                # use it once the call is over (the workflow commits or rolls back next)
+                await asyncio.wait(ended.kv, timeout=self.grace)
         return future.result()
 
     def _cancel(self, process: _Process, call_id: int, hook: str) -> None:
@@ -336,7 +341,7 @@ class SandboxedPlugin:
             while (message := await read_message(process.reader)) is not None:
                 kind = message["type"]
                 if kind == "kv":
-                    self._spawn(process, self._kv(process, message))
+                    self._request(process, message)
                     continue
                 if kind == "log":
                     level = logging.getLevelName(str(message.get("level")))
@@ -362,6 +367,16 @@ class SandboxedPlugin:
             valid = isinstance(status, int) and 400 <= status <= 599
             return PluginError(text, status=status if valid else None, plugin=self.name)
         return HookCrashed(text, plugin=self.name)
+
+    def _request(self, process: _Process, message: Mapping[str, Any]) -> None:
+        """Start one ``db`` request; its call waits for it before it ends."""
+        task = asyncio.create_task(self._kv(process, message))
+        process.tasks.add(task)
+        task.add_done_callback(process.tasks.discard)
+        call = process.calls.get(int(message.get("call") or 0))
+        if call is not None:
+            call.kv.add(task)
+            task.add_done_callback(call.kv.discard)
 
     async def _kv(self, process: _Process, message: Mapping[str, Any]) -> None:
         """Run one ``db`` request of a call in flight in that call's store."""
