@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
@@ -27,7 +28,16 @@ from isp.plugins.models import PluginValue
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.sandbox import SandboxedPlugin
 from tests.conftest import Tokens, auth, make_settings
-from tests.plugins.builders import eventually, plugin_files, upload, write_plugin, zip_of
+from tests.plugins.builders import (
+    Server,
+    admin_token,
+    eventually,
+    plugin_files,
+    server_env,
+    upload,
+    write_plugin,
+    zip_of,
+)
 
 TIMEOUT = 1  # seconds: every hostile hook's timeout
 
@@ -579,3 +589,42 @@ async def test_without_bubblewrap_a_sandboxed_plugin_is_an_error_never_run_in_pr
     assert described["status"] == "error"
     assert "bubblewrap is not installed" in described["error"]
     assert "isp_plugins.local" not in sys.modules
+
+
+async def test_a_plugin_in_a_served_instance_cannot_reach_its_port_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    """A real ``isp serve`` (Hypercorn on a port): the plugin tries the service's own port."""
+    env = server_env(tmp_path, ISP_PLUGIN_UNSIGNED="sandbox")
+    token = await admin_token(env)
+    server = Server(env)
+    await server.start()
+    try:
+        await server.ready(60)
+        assert server.process is not None
+        data = hostile(f"""
+try:
+    socket.create_connection(("127.0.0.1", {server.port}), timeout=1).close()
+except OSError as exc:
+    raise PluginError(type(exc).__name__, status=418)
+raise PluginError("connected", status=500)
+""")  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+            files = {"file": ("hostile.zip", data, "application/zip")}
+            installed = await http.post("/plugins/upload", files=files)
+            assert installed.status_code == 201, installed.text
+            assert installed.json()["isolation"] == "sandbox"
+            pids = descendants(server.process.pid) - {server.process.pid}
+            assert pids  # its worker runs under the service
+
+            attacked = await http.post("/customers", json={"name": "attack"})
+            assert (attacked.status_code, attacked.json()["detail"]) == (
+                418,
+                "ConnectionRefusedError",
+            )
+            assert (await http.post("/customers", json={"name": "peace"})).status_code == 201
+            assert (await http.get("/healthz")).status_code == 200
+    finally:
+        await server.stop()
+    await gone(pids)  # the service's shutdown stopped its workers
