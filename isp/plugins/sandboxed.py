@@ -20,7 +20,7 @@ import isp
 from isp.config import Settings
 from isp.errors import PluginError, PluginInvalid
 from isp.plugins.discovery import PluginSource
-from isp.plugins.hooks import NAMESPACE, HookEntry, Registration
+from isp.plugins.hooks import NAMESPACE, Compensation, HookEntry, Registration
 from isp.plugins.loader import MODELS, LoadedPlugin, preflight
 from isp.plugins.manifest import resolve_timeout
 from isp.plugins.plugin import Plugin
@@ -131,21 +131,41 @@ def _entry(
 ) -> HookEntry:
     """One registry entry whose function calls ``hook`` in the worker."""
     entry: list[HookEntry] = []
+    forward = _forwarder(name, hook.function, worker, lambda: registry.timeout_of(entry[0]),
+                         secrets=secrets)  # fmt: skip
+    registration = Registration(hook.event, forward, timeout, True, hook.after_commit)
+    entry.append(HookEntry(name, registration, timeout=timeout, critical=critical))
+    undo = hook.compensation()
+    if undo is not None:  # undone in the worker too, under the hook's timeout
+        entry[0].compensation = Compensation(
+            _forwarder(name, undo.function, worker, lambda: registry.timeout_of(entry[0]),
+                       secrets=secrets)  # fmt: skip
+        )
+    return entry[0]
+
+
+def _forwarder(
+    name: str,
+    function: str,
+    worker: SandboxedPlugin,
+    timeout: Callable[[], float],
+    *,
+    secrets: bool,
+) -> Callable[..., Any]:
+    """An ``async def`` that calls ``function`` in the worker with snapshots and a store."""
 
     async def forward(subject: Any = None, /, **named: Any) -> Any:
         db = named.pop("db", None)
         arguments = {key: snapshot(value, secrets=secrets) for key, value in named.items()}
         return await worker.call(
-            hook.function,
+            function,
             snapshot(subject, secrets=secrets),
             arguments,
-            timeout=registry.timeout_of(entry[0]),
+            timeout=timeout(),
             store=values_for(name, db),
         )
 
     # what logs, stats and problems name: the plugin's function (``handlers.stamp``)
     forward.__module__ = f"{NAMESPACE}.{name}"
-    forward.__qualname__ = forward.__name__ = hook.function
-    registration = Registration(hook.event, forward, timeout, True, hook.after_commit)
-    entry.append(HookEntry(name, registration, timeout=timeout, critical=critical))
-    return entry[0]
+    forward.__qualname__ = forward.__name__ = function
+    return forward

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import textwrap
 import threading
@@ -628,3 +629,42 @@ raise PluginError("connected", status=500)
     finally:
         await server.stop()
     await gone(pids)  # the service's shutdown stopped its workers
+
+
+COMPENSATED = """
+import asyncio, logging
+from isp.errors import PluginError
+from isp.plugins import registry
+
+@registry.hook("customer_created")
+async def act(customer, db):
+    return "acted"
+
+@act.compensate
+async def undo(customer, db):
+    logging.getLogger("comp").warning("undone %s", customer.name)
+"""
+
+REFUSER = """
+import asyncio
+from isp.errors import PluginError
+from isp.plugins import registry
+
+@registry.hook("customer_created")
+async def refuse(customer, db):
+    await asyncio.sleep(0.2)
+    raise PluginError("no", status=409)
+"""
+
+
+async def test_a_sandboxed_hooks_compensation_runs_in_its_worker_when_the_workflow_fails(
+    client: Client, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, handlers in (("comp", COMPENSATED), ("refuser", REFUSER)):
+        await install(client, tokens, zip_of(name, plugin_files(
+            name, handlers=handlers, hooks=["customer_created"])))  # fmt: skip
+
+    with caplog.at_level(logging.INFO, logger="isp.plugins.sandbox"):
+        status, _ = await create(client, tokens, "Ada")
+        assert status == 409
+        await eventually(lambda: "undone Ada" in caplog.text, within=5)

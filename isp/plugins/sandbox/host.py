@@ -69,6 +69,14 @@ class SandboxHook:
     timeout: float | None
     is_async: bool
     after_commit: bool = False
+    undo: Mapping[str, Any] | None = None  # its compensation: {"function", "is_async"}
+
+    def compensation(self) -> SandboxHook | None:
+        """The compensation as a function the worker can be called with, if any."""
+        if self.undo is None:
+            return None
+        return SandboxHook(str(self.undo["function"]), self.event, self.timeout,
+                           bool(self.undo["is_async"]))  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -311,6 +319,9 @@ class SandboxedPlugin:
                               plugin=self.name) from None  # fmt: skip
         self.hooks = tuple(SandboxHook(**hook) for hook in first["hooks"])
         self._functions = {hook.function: hook for hook in self.hooks}
+        for hook in self.hooks:
+            if (undo := hook.compensation()) is not None:
+                self._functions.setdefault(undo.function, undo)
         self.cold_start = time.perf_counter() - started
         self._process = process
         self._spawn(process, self._serve(process))

@@ -217,6 +217,11 @@ def load(name: str, folder: str) -> dict[str, Any]:
     return {entry.function: entry for entry in loaded.entries}
 
 
+def _undo(entry: Any) -> dict[str, Any] | None:
+    undo = entry.compensation
+    return None if undo is None else {"function": undo.function, "is_async": undo.is_async}
+
+
 async def serve(config: Mapping[str, Any]) -> int:
     sock = socket.socket(fileno=int(config["fd"]))
     reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -228,9 +233,12 @@ async def serve(config: Mapping[str, Any]) -> int:
         write_message(writer, {"type": "fatal", "message": str(detail)})
         await writer.drain()
         return 3
-    worker = Worker(writer, hooks)
     listed = [{"function": f, "event": e.event, "timeout": e.timeout, "is_async": e.is_async,
-               "after_commit": e.after_commit} for f, e in hooks.items()]  # fmt: skip
+               "after_commit": e.after_commit, "undo": _undo(e)}
+              for f, e in hooks.items()]  # fmt: skip
+    # a compensation is called by its function's name too (the host undoes through it)
+    hooks.update({u.function: u for e in list(hooks.values()) if (u := e.compensation)})
+    worker = Worker(writer, hooks)
     write_message(writer, {"type": "ready", "hooks": listed})
     while (message := await read_message(reader)) is not None:
         if message["type"] == "call":
