@@ -668,3 +668,14 @@ async def test_a_sandboxed_hooks_compensation_runs_in_its_worker_when_the_workfl
         status, _ = await create(client, tokens, "Ada")
         assert status == 409
         await eventually(lambda: "undone Ada" in caplog.text, within=5)
+
+
+async def test_an_upload_bound_for_the_sandbox_without_bubblewrap_is_refused(
+    client: Client, tokens: Tokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    response = await upload(client, tokens.admin, hostile("pass\n"))
+
+    assert response.status_code == 422
+    assert "bubblewrap is not installed" in (await response.get_json())["detail"]
+    assert (await client.get("/plugins/hostile", headers=auth(tokens.admin))).status_code == 404
