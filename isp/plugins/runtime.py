@@ -603,6 +603,8 @@ class PluginRuntime:
                 settings_store=self._settings_store,
             )
         except PluginInvalid as exc:
+            if state.loaded is None:  # where it would run, though it cannot
+                state.isolation = "sandbox"
             self._failed(state, exc.detail)
             return
         self._registry.publish(

@@ -13,6 +13,7 @@ through the registry, as a hook that outlived its deadline does.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -70,7 +71,7 @@ async def start(
     """Start ``source``'s worker; its entries are ready to publish. ``PluginInvalid``
     (the plugin is ``status: "error"`` with the reason) when it cannot run there."""
     manifest = preflight(source, known_events, isp.__version__)
-    why = refusal(source)
+    why = await asyncio.to_thread(refusal, source)
     if why is not None:
         raise PluginInvalid(why, plugin=source.name)
     try:

@@ -587,7 +587,7 @@ async def test_without_bubblewrap_a_sandboxed_plugin_is_an_error_never_run_in_pr
         runtime: PluginRuntime = app.extensions["isp.plugins"]
         described = runtime.describe("local")
 
-    assert described["status"] == "error"
+    assert (described["status"], described["isolation"]) == ("error", "sandbox")
     assert "bubblewrap is not installed" in described["error"]
     assert "isp_plugins.local" not in sys.modules
 
@@ -679,3 +679,30 @@ async def test_an_upload_bound_for_the_sandbox_without_bubblewrap_is_refused(
     assert response.status_code == 422
     assert "bubblewrap is not installed" in (await response.get_json())["detail"]
     assert (await client.get("/plugins/hostile", headers=auth(tokens.admin))).status_code == 404
+
+
+AFTER_COMMIT = """
+from isp.plugins import registry
+
+@registry.after_commit("customer_created")
+async def remember(customer, delivery, db):
+    await db.put(customer.name, {"attempt": delivery.attempt, "key": delivery.id})
+"""
+
+
+async def test_a_sandboxed_after_commit_hook_is_delivered_with_its_delivery(
+    client: Client, tokens: Tokens
+) -> None:
+    await install(client, tokens, zip_of("later", plugin_files(
+        "later", handlers=AFTER_COMMIT,
+        hooks=[{"name": "customer_created", "after_commit": True}])))  # fmt: skip
+
+    assert (await create(client, tokens, "Ada"))[0] == 201
+
+    async def delivered() -> Any:
+        row = await PluginValue.get_or_none(plugin="later", key="Ada")
+        return row.value if row else None
+
+    value = await eventually(delivered, within=10)
+    assert value["attempt"] == 1
+    assert len(value["key"]) == 36  # the delivery's idempotency key

@@ -208,7 +208,7 @@ class SandboxedPlugin:
             if ended is not None and ended.kv:
                 # its store is the workflow's connection: no request of the hook may still
                 # use it once the call is over (the workflow commits or rolls back next)
-                await asyncio.wait(ended.kv, timeout=self.grace)
+                await asyncio.wait(ended.kv, timeout=self.grace / 2)  # within dispatch's grace
         return future.result()
 
     def _cancel(self, process: _Process, call_id: int, hook: str) -> None:
