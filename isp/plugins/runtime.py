@@ -10,9 +10,15 @@ Order of a (re)load: import and validate (worker thread) -> ``on_load`` -> ``on_
 when enabled -> publish (one atomic swap) -> the old version's ``on_disable`` and
 ``on_unload``. Lifecycle callbacks run under ``ISP_HOOK_TIMEOUT``; sync ones in a thread.
 
-A quarantine (the registry's, when a hook outlived its deadline) is written to the
-plugin's record here, so every instance holds the plugin's hooks, and lasts until an
-admin enables the plugin again (:meth:`PluginRuntime.set_enabled`).
+Where a plugin runs is :func:`trust.isolation`'s call: ``in_process`` as above, or
+``sandbox``: then nothing of it is imported here; :mod:`isp.plugins.sandboxed` starts its
+worker and the entries published forward each call to it. A reload starts a new worker;
+the old one finishes its calls in flight, then stops (:meth:`PluginRuntime._retire`).
+
+A quarantine (the registry's, when a hook outlived its deadline or a sandboxed plugin's
+worker crashed too often) is written to the plugin's record here, so every instance
+holds the plugin's hooks, and lasts until an admin enables the plugin again
+(:meth:`PluginRuntime.set_enabled`).
 """
 
 from __future__ import annotations
@@ -424,6 +430,7 @@ class PluginRuntime:
             self._registry.withdraw(name)
             detach(name)
             state.loaded = None
+            self._retire(state)
         state.error = why
         log.error("plugin %s: %s", name, why, extra={"plugin": name})
 
