@@ -447,12 +447,14 @@ raise PluginError(repr(sorted(seen.items())), status=418)
 
 
 KV = """
+import logging
 from isp.errors import PluginError
 from isp.plugins import registry
 
 @registry.hook("customer_created")
 async def note(customer, db):
     await db.put(customer.name, {"email": customer.email})
+    logging.getLogger("notes").warning("noted %s: %s", customer.name, await db.get(customer.name))
     if customer.name.startswith("refuse"):
         raise PluginError("refused after writing", status=409)
 """
@@ -469,6 +471,20 @@ async def test_key_value_writes_commit_and_roll_back_with_the_workflow(
 
     values = {row.key: row.value for row in await PluginValue.filter(plugin="notes")}
     assert values == {"kept": {"email": None}}
+
+
+async def test_key_value_writes_roll_back_when_another_plugin_refuses_the_workflow(
+    client: Client, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, handlers in (("notes", KV), ("refuser", REFUSER)):  # refuser: after 0.2 s
+        await install(client, tokens, zip_of(name, plugin_files(
+            name, handlers=handlers, hooks=["customer_created"])))  # fmt: skip
+
+    with caplog.at_level(logging.INFO, logger="isp.plugins.sandbox"):
+        assert (await create(client, tokens, "written"))[0] == 409
+    assert "noted written: {'email': None}" in caplog.text  # written, read back, in the workflow
+
+    assert await PluginValue.filter(plugin="notes").count() == 0
 
 
 # --- install, permissions, reload, no bubblewrap ----------------------------------------
