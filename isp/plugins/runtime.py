@@ -582,7 +582,7 @@ class PluginRuntime:
         state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
         state.isolation = isolation
         state.error = state.reload_error = None
-        self._retire(state)
+        retired = state.worker is not None
         log.info(
             "plugin %s %s loaded",
             state.name,
@@ -593,6 +593,8 @@ class PluginRuntime:
             if state.enabled:
                 await self._call_quietly(state, old, "on_disable")
             await self._call_quietly(state, old, "on_unload")
+        if retired:  # it ran in the sandbox until now
+            self._retire(state)
 
     async def _load_sandboxed(self, state: PluginState, source: PluginSource) -> None:
         """(Re)load ``source`` in a sandboxed worker; nothing of it is imported here.
@@ -614,6 +616,15 @@ class PluginRuntime:
                 state.isolation = "sandbox"
             self._failed(state, exc.detail)
             return
+        try:  # its lifecycle callbacks run in its worker
+            await self._call(state, new, "on_load")
+            if state.enabled:
+                await self._call(state, new, "on_enable")
+        except PluginInvalid as exc:
+            await self._call_quietly(state, new, "on_unload")
+            await worker.stop()
+            self._failed(state, exc.detail)
+            return
         self._registry.publish(
             state.name,
             new.entries,
@@ -621,12 +632,13 @@ class PluginRuntime:
             events=new.manifest.events,
             vendors=new.manifest.vendors,
         )
-        if old is not None and state.isolation == "in_process":  # it ran here until now
+        if old is not None:
             if state.enabled:
                 await self._call_quietly(state, old, "on_disable")
             await self._call_quietly(state, old, "on_unload")
-            detach(state.name)
-            tables.unregister(state.name)
+            if state.isolation == "in_process":  # it ran here until now
+                detach(state.name)
+                tables.unregister(state.name)
         self._retire(state)
         state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
         state.isolation, state.worker = "sandbox", worker

@@ -116,8 +116,22 @@ async def start(
                    resolve_timeout(hook.timeout, declared.timeout), secrets="secrets" in grants)
         )  # fmt: skip
     plugin: Plugin[None] = Plugin()
+    for callback, forward in _callbacks(worker, settings.hook_timeout).items():
+        setattr(plugin, callback, forward)
     plugin.bind(manifest, settings_store)
     return LoadedPlugin(source.name, source.path, manifest, plugin, {}, tuple(entries)), worker
+
+
+def _callbacks(worker: SandboxedPlugin, timeout: float) -> dict[str, Callable[[], Any]]:
+    """The plugin's lifecycle callbacks, each calling its own in the worker."""
+    found: dict[str, Callable[[], Any]] = {}
+    for name in worker.callbacks:
+
+        async def callback(name: str = name) -> None:
+            await worker.call(name, None, {}, timeout=timeout)
+
+        found[name.removeprefix("plugin.")] = callback
+    return found
 
 
 def _entry(

@@ -722,3 +722,45 @@ async def test_a_sandboxed_after_commit_hook_is_delivered_with_its_delivery(
     value = await eventually(delivered, within=10)
     assert value["attempt"] == 1
     assert len(value["key"]) == 36  # the delivery's idempotency key
+
+
+LIFECYCLE = """
+import logging
+from isp.plugins import Plugin
+
+log = logging.getLogger("lifecycle")
+
+
+def on_load():
+    if {fail!r}:
+        raise RuntimeError("nope")
+    log.warning("on_load ran")
+
+
+async def on_disable():
+    log.warning("on_disable ran")
+
+
+plugin = Plugin(on_load=on_load, on_disable=on_disable)
+"""
+
+
+async def test_lifecycle_callbacks_run_in_the_worker_and_a_failing_one_refuses_the_upload(
+    client: Client, tokens: Tokens, runtime: PluginRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    def lifecycle(fail: bool, version: str) -> bytes:
+        return zip_of("cycle", plugin_files("cycle", version, init=LIFECYCLE.format(fail=fail)))
+
+    with caplog.at_level(logging.INFO, logger="isp.plugins.sandbox"):
+        await install(client, tokens, lifecycle(False, "1.0.0"))
+        assert "on_load ran" in caplog.text
+        response = await client.put("/plugins/cycle/disable", headers=auth(tokens.admin))
+        assert response.status_code == 200
+        await eventually(lambda: "on_disable ran" in caplog.text, within=5)
+
+    refused = await upload(client, tokens.admin, lifecycle(True, "1.1.0"))
+
+    assert refused.status_code == 422
+    assert "on_load failed: HookCrashed: RuntimeError: nope" in (await refused.get_json())["detail"]
+    assert runtime.version_of("cycle") == "1.0.0"  # the old version keeps serving
+    assert worker_of(runtime, "cycle").state == "running"

@@ -132,6 +132,7 @@ class SandboxedPlugin:
         self.grace = grace
         self.on_quarantine = on_quarantine
         self.hooks: tuple[SandboxHook, ...] = ()
+        self.callbacks: tuple[str, ...] = ()  # the plugin's lifecycle callbacks: plugin.on_load
         self._functions: dict[str, SandboxHook] = {}
         self.quarantined: str | None = None
         self.cold_start: float | None = None  # seconds the last start took
@@ -319,6 +320,10 @@ class SandboxedPlugin:
                               plugin=self.name) from None  # fmt: skip
         self.hooks = tuple(SandboxHook(**hook) for hook in first["hooks"])
         self._functions = {hook.function: hook for hook in self.hooks}
+        self.callbacks = tuple(str(c["function"]) for c in first.get("callbacks") or ())
+        for callback in first.get("callbacks") or ():  # "plugin.on_load" and the like
+            name = str(callback["function"])
+            self._functions[name] = SandboxHook(name, "", None, bool(callback["is_async"]))
         for hook in self.hooks:
             if (undo := hook.compensation()) is not None:
                 self._functions.setdefault(undo.function, undo)

@@ -198,8 +198,30 @@ def limit(limits: Mapping[str, int], uid: int | None) -> None:
         os.setresuid(uid, uid, uid)
 
 
-def load(name: str, folder: str) -> dict[str, Any]:
-    """Import the plugin with the service's loader: same module names, same checks."""
+class Callback:
+    """A lifecycle callback (``on_load`` ...) served like a hook: no object, no arguments."""
+
+    def __init__(self, func: Any) -> None:
+        from isp.plugins.hooks import is_async
+
+        self.is_async = is_async(func)
+        self._callback = func
+
+    def func(self, subject: Any = None) -> Any:
+        return self._callback()
+
+    @staticmethod
+    def arguments(named: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+CALLBACK_PREFIX = "plugin."  # "plugin.on_load": what the host calls a callback by
+
+
+def load(name: str, folder: str) -> tuple[dict[str, Any], dict[str, Callback]]:
+    """Import the plugin with the service's loader: same module names, same checks.
+
+    Returns its hooks by function and its lifecycle callbacks by ``plugin.<callback>``."""
     from pathlib import Path
 
     from isp.plugins.discovery import describe
@@ -214,7 +236,12 @@ def load(name: str, folder: str) -> dict[str, Any]:
     loaded = load_plugin(source, known)
     if loaded.name != name:
         raise RuntimeError(f"folder holds plugin {loaded.name!r}, expected {name!r}")
-    return {entry.function: entry for entry in loaded.entries}
+    callbacks = {}
+    for callback in ("on_load", "on_enable", "on_disable", "on_unload"):
+        found = loaded.plugin.callback(callback)
+        if found is not None:
+            callbacks[f"{CALLBACK_PREFIX}{callback}"] = Callback(found)
+    return {entry.function: entry for entry in loaded.entries}, callbacks
 
 
 def _undo(entry: Any) -> dict[str, Any] | None:
@@ -227,7 +254,7 @@ async def serve(config: Mapping[str, Any]) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     logging.basicConfig(level=logging.INFO, handlers=[HostLog(writer)])
     try:
-        hooks = load(str(config["name"]), str(config["folder"]))
+        hooks, callbacks = load(str(config["name"]), str(config["folder"]))
     except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
         detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
         write_message(writer, {"type": "fatal", "message": str(detail)})
@@ -238,8 +265,9 @@ async def serve(config: Mapping[str, Any]) -> int:
               for f, e in hooks.items()]  # fmt: skip
     # a compensation is called by its function's name too (the host undoes through it)
     hooks.update({u.function: u for e in list(hooks.values()) if (u := e.compensation)})
-    worker = Worker(writer, hooks)
-    write_message(writer, {"type": "ready", "hooks": listed})
+    worker = Worker(writer, {**hooks, **callbacks})
+    lifecycle = [{"function": f, "is_async": c.is_async} for f, c in callbacks.items()]
+    write_message(writer, {"type": "ready", "hooks": listed, "callbacks": lifecycle})
     while (message := await read_message(reader)) is not None:
         if message["type"] == "call":
             worker.start_call(message)
