@@ -60,8 +60,14 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def cli_wording(detail: str) -> str:
     """Messages written for the API name its query flags; here they are the CLI's options
-    (``?force=true`` -> ``--force``, ``?replace_local=true`` -> ``--replace-local``)."""
+    (``?force=true`` -> ``--force``, ``?replace_local=true`` -> ``--replace-local``,
+    ``?grant=network`` -> ``--grant network``)."""
     flags = re.sub(r"\?([a-z_]+)=true", lambda m: "--" + m.group(1).replace("_", "-"), detail)
+    flags = re.sub(
+        r"\?grant=([a-z,]+)",
+        lambda m: " ".join(f"--grant {name}" for name in m.group(1).split(",")),
+        flags,
+    )
     return re.sub(r"PUT /plugins/(\w+)/(enable|disable)", r"isp plugins \2 \1", flags)
 
 
@@ -246,14 +252,22 @@ def plugins_list() -> None:
     is_flag=True,
     help="Replace a local plugin's folder (moved to ISP_DATA_DIR/replaced-plugins/).",
 )
-def plugins_install(zip_path: Path, force: bool, replace_local: bool) -> None:
+@click.option(
+    "--grant",
+    type=click.Choice(["network", "secrets"]),
+    multiple=True,
+    help="Grant a permission the manifest asks for (as ?grant=); repeat for both.",
+)
+def plugins_install(
+    zip_path: Path, force: bool, replace_local: bool, grant: tuple[str, ...]
+) -> None:
     """Install or upgrade a plugin from a zip file."""
     data = zip_path.read_bytes()
 
     async def work(service: PluginService) -> tuple[dict[str, Any], int, dict[str, str]]:
         before = {p["name"]: p["version"] for p in service.runtime.list()}
         described, status = await service.upload(
-            data, _actor(), force=force, replace_local=replace_local
+            data, _actor(), force=force, replace_local=replace_local, grant=frozenset(grant)
         )
         return described, status, before
 

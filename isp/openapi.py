@@ -87,7 +87,18 @@ PLUGIN_SCHEMA: Final = {
             "the signed list",
         },
         "signer": {**NULLABLE_STRING, "description": "id of the key whose signature verifies"},
-        "isolation": {"type": "string", "enum": ["in_process", "sandbox"]},
+        "isolation": {
+            "type": "string",
+            "enum": ["in_process", "sandbox"],
+            "description": "sandbox: the plugin runs in a worker process of its own under "
+            "bubblewrap, never imported by the service",
+        },
+        "permissions": {
+            "type": "object",
+            "properties": {"network": {"type": "boolean"}, "secrets": {"type": "boolean"}},
+            "description": "the manifest permissions granted (POST /plugins/upload?grant=)",
+        },
+        "quarantined": NULLABLE_STRING,
         "stats": {"type": "array", "items": {"type": "object"}},
     },
     "additionalProperties": True,

@@ -62,7 +62,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a test app: data and plugins under ``tmp_path``, no hot reload."""
+    """Settings for a test app: data and plugins under ``tmp_path``, no hot reload.
+
+    Unsigned uploads run in process (``plugin_unsigned="allow"``): most plugin tests are
+    about in-process behaviour (hooks that mutate the object, ``db.execute_query``);
+    the trust and sandbox tests ask for ``plugin_unsigned="sandbox"``, the product's
+    default, explicitly."""
     plugins_dir = tmp_path / "plugins"
     plugins_dir.mkdir(exist_ok=True)
     values: dict[str, Any] = {
@@ -72,6 +77,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "plugin_reload": False,
         "secret_key": TEST_SECRET_KEY,
         "hook_timeout": 5,
+        "plugin_unsigned": "allow",
     }
     return Settings(**{**values, **overrides})
 

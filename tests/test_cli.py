@@ -110,7 +110,8 @@ async def test_plugin_verbs_on_the_box(database_url: str, tmp_path: Path) -> Non
     assert "installed" in out
     code, out, err = await isp("plugins", "list", env=env)
     assert code == 0, err
-    assert out.split() == ["stamp", "1.2.3", "active", "upload", "unsigned", "in_process"]
+    # ISP_PLUGIN_UNSIGNED is not set: the default runs an unsigned upload in the sandbox
+    assert out.split() == ["stamp", "1.2.3", "active", "upload", "unsigned", "sandbox"]
     code, out, err = await isp("plugins", "disable", "stamp", env=env)
     assert code == 0, err
     assert "disabled" in out

@@ -16,6 +16,7 @@ from quart_schema import tag
 from isp.auth.guard import current_principal, require
 from isp.auth.permissions import PLUGINS_MANAGE
 from isp.errors import ValidationFailed
+from isp.plugins.manifest import PERMISSIONS
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.service import PluginService
 
@@ -91,6 +92,8 @@ async def upload_plugin() -> tuple[dict[str, Any], int]:
     409 for the same version with other content or an older version (``?force=true``
     downgrades) or a newer version over a local plugin (``?replace_local=true``), 413
     over ``ISP_PLUGIN_MAX_UPLOAD``, 422 for an invalid zip or plugin.
+    ``?grant=network,secrets`` grants what the manifest's ``permissions`` ask (409
+    naming them without it).
     """
     force = _flag("force")
     uploaded = (await request.files).get("file")
@@ -99,10 +102,30 @@ async def upload_plugin() -> tuple[dict[str, Any], int]:
             "send the plugin zip as the multipart/form-data field 'file'",
             errors=[{"loc": ["body", "file"], "msg": "field required"}],
         )
+    grant = _grant()
     data = await asyncio.to_thread(uploaded.read)
     return await service().upload(
-        data, current_principal().user_name, force=force, replace_local=_flag("replace_local")
+        data,
+        current_principal().user_name,
+        force=force,
+        replace_local=_flag("replace_local"),
+        grant=grant,
     )
+
+
+def _grant() -> frozenset[str]:
+    """``?grant=network,secrets``: the manifest permissions the operator grants (422 for
+    a name that is not one)."""
+    names = frozenset(
+        part.strip() for part in request.args.get("grant", "").split(",") if part.strip()
+    )
+    unknown = sorted(names - set(PERMISSIONS))
+    if unknown:
+        raise ValidationFailed(
+            f"grant: {', '.join(unknown)} is not a permission; known: {', '.join(PERMISSIONS)}",
+            errors=[{"loc": ["query", "grant"], "msg": f"unknown permission {unknown[0]!r}"}],
+        )
+    return names
 
 
 @bp.delete("/<name>")

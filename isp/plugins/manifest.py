@@ -94,6 +94,23 @@ class HookSpec(BaseModel):
         return check_event(value)
 
 
+class Permissions(BaseModel):
+    """What a sandboxed plugin asks for beyond its sandbox; the operator grants it at
+    install (``POST /plugins/upload?grant=network,secrets``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    network: bool = False
+    secrets: bool = False
+
+    def asked(self) -> tuple[str, ...]:
+        """The names of the permissions asked for, in a fixed order."""
+        return tuple(name for name in PERMISSIONS if getattr(self, name))
+
+
+PERMISSIONS: Final = ("network", "secrets")
+
+
 class Manifest(BaseModel):
     """The contents of ``plugins/<name>/manifest.json``."""
 
@@ -109,6 +126,8 @@ class Manifest(BaseModel):
     requires: dict[str, str] = Field(default_factory=dict)
     vendors: tuple[str, ...] = ()
     """The device vendors this plugin's hooks drive (values of ``isp.vendors.Vendor``)."""
+    permissions: Permissions = Permissions()
+    """What it asks for in the sandbox: ``network``, ``secrets`` (granted at install)."""
 
     @field_validator("name")
     @classmethod

@@ -13,8 +13,10 @@ from tortoise.models import Model
 class PluginRecord(Model):
     """Enabled/disabled state, installed version and checksum of one plugin.
 
-    ``quarantined``: why the plugin's hooks are held (a hook outlived its deadline), until
-    an admin enables it again; shared, so every instance holds them.
+    ``quarantined``: why the plugin's hooks are held (a hook outlived its deadline, or its
+    sandboxed worker crashed too often), until an admin enables it again; shared, so
+    every instance holds them. ``granted``: the manifest ``permissions`` the operator
+    granted at install (``?grant=network,secrets``).
     """
 
     name = fields.CharField(max_length=64, primary_key=True)
@@ -24,6 +26,7 @@ class PluginRecord(Model):
     source = fields.CharField(max_length=16, default="local")
     enabled = fields.BooleanField(default=True)
     quarantined = fields.TextField(null=True)
+    granted: list[str] = fields.JSONField(default=list)
     settings: dict[str, Any] = fields.JSONField(default=dict)
     installed_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -89,3 +92,21 @@ class OutboxRow(Model):
     class Meta:
         table = "outbox"
         indexes = (("status", "ordering_key"), ("status", "next_attempt_at"))
+
+
+class PluginValue(Model):
+    """One key of a sandboxed plugin's key-value store (its hooks' ``db``).
+
+    Written by the host on the workflow's connection, so a value commits or rolls back
+    with the workflow that wrote it. ``value`` is JSON.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    plugin = fields.CharField(max_length=64)
+    key = fields.CharField(max_length=200)
+    value: Any = fields.JSONField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "plugin_value"
+        unique_together = (("plugin", "key"),)

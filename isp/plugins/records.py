@@ -103,10 +103,12 @@ async def installed(
     action: str,
     from_version: str | None,
     trust: dict[str, Any] | None = None,
+    granted: tuple[str, ...] = (),
 ) -> None:
     """An uploaded version is serving: record it, audit it, tell the other instances.
 
-    ``trust``: its signature status and signer, kept in the audit entry."""
+    ``trust``: its signature status and signer, kept in the audit entry; ``granted``: the
+    permissions the operator granted it, kept in the record and the audit entry."""
     async with in_transaction() as conn:
         await PluginRecord.update_or_create(
             name=name,
@@ -116,10 +118,15 @@ async def installed(
                 "tree_sha256": tree_sha256,
                 "source": "upload",
                 "enabled": enabled,
+                "granted": list(granted),
             },
             using_db=conn,
         )
-        detail = {"outcome": "installed" if action == "install" else "upgraded", **(trust or {})}
+        detail = {
+            "outcome": "installed" if action == "install" else "upgraded",
+            **(trust or {}),
+            "granted": list(granted),
+        }
         await _audit_upload(conn, actor, action, name, sha256, from_version, version, detail)
         await PluginGeneration.bump(conn)
 

@@ -10,9 +10,15 @@ Order of a (re)load: import and validate (worker thread) -> ``on_load`` -> ``on_
 when enabled -> publish (one atomic swap) -> the old version's ``on_disable`` and
 ``on_unload``. Lifecycle callbacks run under ``ISP_HOOK_TIMEOUT``; sync ones in a thread.
 
-A quarantine (the registry's, when a hook outlived its deadline) is written to the
-plugin's record here, so every instance holds the plugin's hooks, and lasts until an
-admin enables the plugin again (:meth:`PluginRuntime.set_enabled`).
+Where a plugin runs is :func:`trust.isolation`'s call: ``in_process`` as above, or
+``sandbox``: then nothing of it is imported here; :mod:`isp.plugins.sandboxed` starts its
+worker and the entries published forward each call to it. A reload starts a new worker;
+the old one finishes its calls in flight, then stops (:meth:`PluginRuntime._retire`).
+
+A quarantine (the registry's, when a hook outlived its deadline or a sandboxed plugin's
+worker crashed too often) is written to the plugin's record here, so every instance
+holds the plugin's hooks, and lasts until an admin enables the plugin again
+(:meth:`PluginRuntime.set_enabled`).
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ from typing import Any
 
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
-from isp.plugins import keys, records, tables, trust
+from isp.plugins import keys, records, sandboxed, tables, trust
 from isp.plugins.archive import tree_digest_async
 from isp.plugins.dependencies import Node, dependants, load_waves, unmet
 from isp.plugins.discovery import PluginSource, describe, discover_async
 from isp.plugins.hooks import NAMESPACE, is_async
 from isp.plugins.loader import MODELS, LoadedPlugin, detach, load_within, reinstate
 from isp.plugins.manifest import SLUG, Manifest
+from isp.plugins.models import PluginRecord
 from isp.plugins.registry import PluginRegistry
+from isp.plugins.sandbox import SandboxedPlugin
 from isp.plugins.settings import SettingsStore
 from isp.plugins.state import PluginState
 
@@ -58,6 +66,7 @@ class PluginRuntime:
         self._trusted: keys.TrustedKeys = {}
         self._lock = asyncio.Lock()
         self._writes: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], SandboxedPlugin] = {}  # old workers' stops
         registry.on_quarantine(self._quarantined)
         self.changes = asyncio.Lock()
         """Held by whatever changes which plugins this instance runs (the admin verbs, the
@@ -120,6 +129,7 @@ class PluginRuntime:
                     sha256=record.sha256 if record else None,
                     tree_sha256=record.tree_sha256 if record else None,
                     trust=verdict,
+                    granted=_granted(source, record),
                 )
                 self.apply_quarantine(source.name, record.quarantined if record else None)
 
@@ -130,6 +140,10 @@ class PluginRuntime:
                 await self._unload(self._states.pop(name))
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        for task, worker in list(self._retiring.items()):
+            task.cancel()  # the old workers are killed now, not after their grace
+            await asyncio.gather(task, return_exceptions=True)
+            await worker.stop()
         self._registry.close()
 
     async def load_plugin(
@@ -139,6 +153,7 @@ class PluginRuntime:
         installed: tuple[str, str] | None = None,
         manifest: Manifest | None = None,
         verdict: trust.Verdict | None = None,
+        granted: tuple[str, ...] | None = None,
     ) -> dict[str, Any]:
         """Load ``plugins_dir/<name>``, or reload it: the new version replaces the old
         only when it is valid; otherwise the old one keeps serving (``reload_error``).
@@ -146,11 +161,12 @@ class PluginRuntime:
         ``installed`` = (zip sha256, tree sha256) marks an uploaded version: its files are
         checked against the tree digest before every load from now on. ``manifest`` and
         ``verdict``: the manifest and signature verdict already read from its zip (not
-        read again from disk).
+        read again from disk). ``granted``: the permissions granted to that version (else
+        as its record says).
         """
         source = await self._source(name, manifest)
         async with self._lock:
-            return await self._load_one(source, installed, verdict)
+            return await self._load_one(source, installed, verdict, granted)
 
     async def load_plugins(self, installed: Mapping[str, tuple[str, str]]) -> None:
         """Load or reload uploaded versions (name -> (zip sha256, tree sha256)) side by
@@ -174,6 +190,7 @@ class PluginRuntime:
         source: PluginSource,
         installed: tuple[str, str] | None,
         verdict: trust.Verdict | None = None,
+        granted: tuple[str, ...] | None = None,
     ) -> dict[str, Any]:
         """:meth:`load_plugin`'s work, with the lock held."""
         name = source.name
@@ -188,18 +205,25 @@ class PluginRuntime:
                 origin=record.source if record else "local",
                 sha256=record.sha256 if record else None,
                 tree_sha256=record.tree_sha256 if record else None,
+                granted=_granted(source, record),
             )
             self._states[name] = state
         state.trust = verdict if verdict is not None else await self._verify(source)
-        previous = (state.origin, state.sha256, state.tree_sha256)
+        previous = (state.origin, state.sha256, state.tree_sha256, state.granted)
         first = state.loaded is None
         if installed is not None:
             state.origin, (state.sha256, state.tree_sha256) = "upload", installed
+            if granted is None:  # another instance installed it: its record has the grant
+                record = await PluginRecord.get_or_none(name=name)
+                granted = tuple(record.granted) if record is not None else ()
+            state.granted = granted
+        elif state.origin == "local":
+            state.granted = _granted(source, None)
         await self._load(state, source, migrate=first or installed is not None)
         if installed is not None and (
             state.loaded is None or state.loaded.path != source.path or state.reload_error
         ):
-            state.origin, state.sha256, state.tree_sha256 = previous
+            state.origin, state.sha256, state.tree_sha256, state.granted = previous
         if state.loaded is not None and state.loaded_at and state.source is source:
             await records.sync_local([source])  # the version now serving
         return self._describe(state)
@@ -254,9 +278,12 @@ class PluginRuntime:
         installed: tuple[str, str],
         manifest: Manifest,
         verdict: trust.Verdict | None = None,
+        granted: tuple[str, ...] = (),
     ) -> None:
         """Import and publish the version just promoted; ``PluginInvalid`` when it fails."""
-        await self.load_plugin(name, installed=installed, manifest=manifest, verdict=verdict)
+        await self.load_plugin(
+            name, installed=installed, manifest=manifest, verdict=verdict, granted=granted
+        )
         state = self._states[name]
         failure = state.reload_error or (state.error if state.loaded is None else None)
         if failure:
@@ -353,10 +380,16 @@ class PluginRuntime:
             )
 
     def apply_quarantine(self, name: str, reason: str | None) -> None:
-        """Follow a quarantine read from the database (or lifted): no database write."""
+        """Follow a quarantine read from the database (or lifted): no database write.
+
+        Lifted: a sandboxed plugin's worker is reset (its crash count too) and starts on
+        the next call."""
         state = self._states.get(name)
         if state is not None:
+            lifted = reason is None and state.quarantined is not None
             state.quarantined = reason
+            if lifted and state.worker is not None:
+                state.worker.reset()
         self._registry.set_quarantine(name, reason)
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -397,8 +430,14 @@ class PluginRuntime:
             self._registry.withdraw(name)
             detach(name)
             state.loaded = None
+            self._retire(state)
         state.error = why
         log.error("plugin %s: %s", name, why, extra={"plugin": name})
+
+    def worker(self, name: str) -> SandboxedPlugin | None:
+        """The worker of a sandboxed plugin's version serving now, or None."""
+        state = self._states.get(name)
+        return state.worker if state else None
 
     def names(self) -> builtins.list[str]:
         return sorted(self._states)
@@ -485,6 +524,9 @@ class PluginRuntime:
                 )
                 return
         isolation = trust.isolation(state.name, state.origin, state.trust, self._settings)
+        if isolation == "sandbox":
+            await self._load_sandboxed(state, source)
+            return
         keep_models = old is not None and not migrate
         try:
             if migrate:
@@ -540,6 +582,7 @@ class PluginRuntime:
         state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
         state.isolation = isolation
         state.error = state.reload_error = None
+        retired = state.worker is not None
         log.info(
             "plugin %s %s loaded",
             state.name,
@@ -550,6 +593,73 @@ class PluginRuntime:
             if state.enabled:
                 await self._call_quietly(state, old, "on_disable")
             await self._call_quietly(state, old, "on_unload")
+        if retired:  # it ran in the sandbox until now
+            self._retire(state)
+
+    async def _load_sandboxed(self, state: PluginState, source: PluginSource) -> None:
+        """(Re)load ``source`` in a sandboxed worker; nothing of it is imported here.
+
+        The new worker serves from the publish on; the old one (a reload) finishes the
+        calls in flight, within the hook timeout, then stops."""
+        old = state.loaded
+        try:
+            new, worker = await sandboxed.start(
+                source,
+                self._known_events(source),
+                self._settings,
+                self._registry,
+                granted=state.granted,
+                settings_store=self._settings_store,
+            )
+        except PluginInvalid as exc:
+            if state.loaded is None:  # where it would run, though it cannot
+                state.isolation = "sandbox"
+            self._failed(state, exc.detail)
+            return
+        try:  # its lifecycle callbacks run in its worker
+            await self._call(state, new, "on_load")
+            if state.enabled:
+                await self._call(state, new, "on_enable")
+        except PluginInvalid as exc:
+            await self._call_quietly(state, new, "on_unload")
+            await worker.stop()
+            self._failed(state, exc.detail)
+            return
+        self._registry.publish(
+            state.name,
+            new.entries,
+            enabled=state.enabled,
+            events=new.manifest.events,
+            vendors=new.manifest.vendors,
+        )
+        if old is not None:
+            if state.enabled:
+                await self._call_quietly(state, old, "on_disable")
+            await self._call_quietly(state, old, "on_unload")
+            if state.isolation == "in_process":  # it ran here until now
+                detach(state.name)
+                tables.unregister(state.name)
+        self._retire(state)
+        state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
+        state.isolation, state.worker = "sandbox", worker
+        state.error = state.reload_error = None
+        log.info(
+            "plugin %s %s loaded in its sandbox",
+            state.name,
+            new.manifest.version,
+            extra={"plugin": state.name, "version": new.manifest.version, "pid": worker.pid},
+        )
+
+    def _retire(self, state: PluginState) -> None:
+        """Stop the worker of the version just replaced, once its calls in flight ended."""
+        worker, state.worker = state.worker, None
+        if worker is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            worker.stop(grace=self._settings.hook_timeout), context=contextvars.Context()
+        )
+        self._retiring[task] = worker
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     def _failed(self, state: PluginState, why: str) -> None:
         if state.loaded is not None:
@@ -576,6 +686,9 @@ class PluginRuntime:
         tables.unregister(state.name)
         self._settings_store.forget(state.name)
         state.loaded = None
+        worker, state.worker = state.worker, None
+        if worker is not None:
+            await worker.stop()
 
     async def _call(self, state: PluginState, loaded: LoadedPlugin, name: str) -> None:
         """Run a lifecycle callback under the hook timeout; failures become PluginInvalid."""
@@ -604,3 +717,11 @@ class PluginRuntime:
             await self._call(state, loaded, name)
         except PluginInvalid as exc:
             log.warning("%s", exc.detail, extra={"plugin": state.name})
+
+
+def _granted(source: PluginSource, record: PluginRecord | None) -> tuple[str, ...]:
+    """What a plugin may do beyond its sandbox: an upload what the operator granted at
+    install; a local folder what its manifest asks (the operator put it there)."""
+    if record is not None and record.source == "upload":
+        return tuple(record.granted)
+    return source.manifest.permissions.asked() if source.manifest else ()

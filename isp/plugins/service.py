@@ -35,10 +35,12 @@ import isp
 from isp.config import Settings
 from isp.errors import Conflict, ISPError, NotFound, PluginInvalid
 from isp.plugins import archive as zips
-from isp.plugins import records, recovery, tables, trust
+from isp.plugins import records, recovery, sandboxed, tables, trust
 from isp.plugins import store as files
 from isp.plugins.candidate import validate_candidate
 from isp.plugins.dependencies import check_install, check_upgrade
+from isp.plugins.loader import MODELS
+from isp.plugins.manifest import Manifest
 from isp.plugins.models import PluginRecord
 from isp.plugins.runtime import PluginRuntime
 from isp.plugins.tables import drop as drop_tables
@@ -93,15 +95,28 @@ class PluginService:
     # -- install / upgrade -------------------------------------------------------------
 
     async def upload(
-        self, data: bytes, actor: str, *, force: bool = False, replace_local: bool = False
+        self,
+        data: bytes,
+        actor: str,
+        *,
+        force: bool = False,
+        replace_local: bool = False,
+        grant: frozenset[str] = frozenset(),
     ) -> tuple[dict[str, Any], int]:
-        """Install or upgrade from a zip; (Plugin JSON, 201 installed | 200 upgraded/same)."""
+        """Install or upgrade from a zip; (Plugin JSON, 201 installed | 200 upgraded/same).
+
+        ``grant``: the manifest ``permissions`` the operator grants (``?grant=``); a
+        plugin asking for one not granted is refused (409 naming them)."""
         name: str | None = None
         archive: zips.PluginArchive | None = None
         try:
             archive = await zips.inspect_zip_async(data, max_size=self._settings.plugin_max_upload)
             name, sha256 = archive.manifest.name, archive.sha256
             verdict = await self._admit(archive)
+            granted = _granted(archive.manifest, grant)
+            isolation = trust.isolation(name, "upload", verdict, self._settings)
+            if isolation == "sandbox":
+                _sandboxable(archive)
             async with self._lock:
                 plan = await self._decide(archive, force=force, replace_local=replace_local)
                 if plan.action == "none":
@@ -112,8 +127,9 @@ class PluginService:
                     return self._runtime.describe(name), 200
                 staged = await files.stage_async(archive, self._settings.plugins_dir, name)
                 try:
-                    await self._validate(staged, plan)
-                    await self._switch(plan, staged, data, actor, verdict)
+                    if isolation == "in_process":  # a sandboxed one is checked in its sandbox
+                        await self._validate(staged, plan)
+                    await self._switch(plan, staged, data, actor, verdict, granted)
                 finally:
                     await files.discard_async(staged if staged.exists() else None)
         except ISPError as exc:
@@ -209,7 +225,13 @@ class PluginService:
         )
 
     async def _switch(
-        self, plan: Plan, staged: Path, data: bytes, actor: str, verdict: trust.Verdict
+        self,
+        plan: Plan,
+        staged: Path,
+        data: bytes,
+        actor: str,
+        verdict: trust.Verdict,
+        granted: tuple[str, ...] = (),
     ) -> None:
         """Store, promote, migrate, import once, publish, record; undone on any failure."""
         name, plugins_dir, archive = plan.name, self._settings.plugins_dir, plan.archive
@@ -233,12 +255,13 @@ class PluginService:
             promoted = True
             await files.write_marker_async(plugins_dir / name, archive.tree_sha256)
             await self._runtime.install_version(
-                name, (archive.sha256, archive.tree_sha256), archive.manifest, verdict
+                name, (archive.sha256, archive.tree_sha256), archive.manifest, verdict, granted
             )
             await records.installed(
                 name, version=plan.version, sha256=archive.sha256,
                 tree_sha256=archive.tree_sha256, enabled=plan.enabled, actor=actor,
                 action=plan.action, from_version=plan.installed, trust=verdict.to_json(),
+                granted=granted,
             )  # fmt: skip
         except BaseException:
             if promoted:
@@ -342,4 +365,33 @@ def refuse_local(name: str, record: PluginRecord | None, origin: str | None) -> 
             f"PUT /plugins/{name}/disable",
             plugin=name,
             source="local",
+        )
+
+
+def _granted(manifest: Manifest, grant: frozenset[str]) -> tuple[str, ...]:
+    """The permissions the manifest asks for, all granted; else 409 naming the missing."""
+    asked = manifest.permissions.asked()
+    missing = [name for name in asked if name not in grant]
+    if missing:
+        names = ", ".join(missing)
+        raise Conflict(
+            f"{manifest.name} asks for permission{'s' if len(missing) > 1 else ''} {names} "
+            f"(manifest.json \"permissions\"); grant {'them' if len(missing) > 1 else 'it'} "
+            f"with ?grant={','.join(asked)}",
+            plugin=manifest.name,
+            permissions=missing,
+        )
+    return asked
+
+
+def _sandboxable(archive: zips.PluginArchive) -> None:
+    """Refuse (422) before anything is written a plugin that cannot run in the sandbox."""
+    prefix = f"{archive.root_prefix}/" if archive.root_prefix else ""
+    if any(path == f"{MODELS}.py" or path.startswith(f"{MODELS}/") for path in archive.files):
+        name = archive.manifest.name
+        raise PluginInvalid(
+            f"{name}: {sandboxed.CANNOT_SANDBOX}",
+            plugin=name,
+            isolation="sandbox",
+            errors=[{"loc": ["file", f"{prefix}{MODELS}.py"], "msg": "cannot be sandboxed"}],
         )

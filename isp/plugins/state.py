@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isp.plugins.discovery import PluginSource
 from isp.plugins.loader import LoadedPlugin
+from isp.plugins.manifest import PERMISSIONS
 from isp.plugins.trust import UNSIGNED, Isolation, Verdict
+
+if TYPE_CHECKING:
+    from isp.plugins.sandbox import SandboxedPlugin
 
 
 @dataclass
@@ -28,6 +32,8 @@ class PluginState:
     trust: Verdict = UNSIGNED  # the signature of the files in its folder
     isolation: Isolation = "in_process"
     quarantined: str | None = None
+    granted: tuple[str, ...] = ()  # the manifest permissions the operator granted
+    worker: SandboxedPlugin | None = None  # the sandboxed version's worker, if sandboxed
 
     @property
     def status(self) -> str:
@@ -53,6 +59,7 @@ class PluginState:
             "requires": dict(self.requires),
             **self.trust.to_json(),
             "isolation": self.isolation,
+            "permissions": {name: name in self.granted for name in PERMISSIONS},
         }
 
     @property

@@ -311,11 +311,9 @@ def isolation(name: str, origin: str, verdict: Verdict, settings: Settings) -> I
     process, unless ``ISP_PLUGIN_SANDBOX_LOCAL=true`` and it is not signed by a trusted
     key. Any other uploaded plugin: as ``ISP_PLUGIN_UNSIGNED`` says (``refuse`` was
     refused at upload by :func:`admit_upload`; ``allow``: in process; ``sandbox``: in
-    the sandbox).
-
-    The sandbox runtime is not wired in yet: for now ``sandbox`` behaves like ``allow``,
-    and each plugin's ``isolation`` field reports the truth (``in_process``). A plugin
-    that belongs in the sandbox is logged as a warning when it loads.
+    the sandbox). A sandboxed plugin is never imported by the service: it runs in a
+    worker process under bubblewrap (:mod:`isp.plugins.sandboxed`), and when that cannot
+    start (no bubblewrap) the plugin is not loaded at all, never run in process instead.
     """
     if verdict.status == "signed":
         return "in_process"
@@ -324,11 +322,11 @@ def isolation(name: str, origin: str, verdict: Verdict, settings: Settings) -> I
     else:
         wanted = settings.plugin_unsigned == "sandbox"
     if wanted:
-        log.warning(
-            "plugin %s is %s and belongs in the sandbox, which is not available yet: it "
-            "runs in process",
+        log.info(
+            "plugin %s is %s: it runs in the sandbox",
             name,
             verdict.status,
             extra={"plugin": name, "signature": verdict.status, "signer": verdict.signer},
         )
+        return "sandbox"
     return "in_process"

@@ -300,7 +300,9 @@ def free_port() -> int:
 
 
 def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    """The environment of an ``isp`` process on SQLite and a local object store."""
+    """The environment of an ``isp`` process on SQLite and a local object store; unsigned
+    uploads run in process unless ``ISP_PLUGIN_UNSIGNED`` is overridden (as in
+    :func:`tests.conftest.make_settings`)."""
     (tmp_path / "plugins").mkdir(parents=True, exist_ok=True)
     return {
         **os.environ,
@@ -309,6 +311,7 @@ def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "ISP_PLUGINS_DIR": str(tmp_path / "plugins"),
         "ISP_SECRET_KEY": TEST_SECRET_KEY,
         "ISP_PLUGIN_RELOAD": "false",
+        "ISP_PLUGIN_UNSIGNED": "allow",
         "ISP_LOG_LEVEL": "WARNING",
         **overrides,
     }

@@ -86,6 +86,7 @@ def sqlite_settings(tmp_path: Path, plugins_dir: Path) -> Settings:
         data_dir=tmp_path / "data",
         plugins_dir=plugins_dir,
         hook_timeout=5,
+        plugin_unsigned="allow",
     )
 
 

@@ -63,7 +63,7 @@ async def test_plugin_json_has_the_documented_fields(
     assert set(plugin) == {
         "name", "version", "description", "hooks", "enabled", "status", "error", "sha256",
         "source", "loaded_at", "reload_error", "requires", "required_by", "quarantined",
-        "signature", "signer", "isolation",
+        "signature", "signer", "isolation", "permissions",
     }
     assert plugin["version"] == "1.2.0"
     assert plugin["hooks"] == ["customer_created", "service_provision"]

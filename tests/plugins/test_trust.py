@@ -10,7 +10,6 @@ import base64
 import hashlib
 import io
 import json
-import logging
 import re
 import stat
 import zipfile
@@ -63,7 +62,9 @@ def keys(tmp_path: Path) -> Keys:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, keys: Keys) -> Settings:
-    return make_settings(database_url, tmp_path, plugin_trusted_keys=keys.trusted)
+    return make_settings(
+        database_url, tmp_path, plugin_trusted_keys=keys.trusted, plugin_unsigned="sandbox"
+    )
 
 
 def signed_zip(tmp_path: Path, key: Path, data: bytes | None = None) -> bytes:
@@ -265,8 +266,11 @@ async def test_a_key_not_trusted_here_counts_as_unsigned_with_its_signer_shown(
     assert response.status_code == 201, await response.get_data(as_text=True)
     body = await response.get_json()
     assert (body["signature"], body["signer"]) == ("unsigned", keys.stranger_id)
-    assert body["isolation"] == "in_process"  # ISP_PLUGIN_UNSIGNED=sandbox: not wired in yet
-    assert await stamped(client, tokens.operator) == "stamp-1.0.0"
+    assert body["isolation"] == "sandbox"  # ISP_PLUGIN_UNSIGNED=sandbox
+    # its hook runs in the worker, on a read-only snapshot: the stamp cannot be written
+    response = await client.post("/customers", json={"name": "c"}, headers=auth(tokens.operator))
+    assert response.status_code == 502, await response.get_data(as_text=True)
+    assert "read-only" in (await response.get_json())["detail"]
 
 
 async def test_an_unsigned_upload_is_unsigned_without_a_signer(
@@ -279,7 +283,7 @@ async def test_an_unsigned_upload_is_unsigned_without_a_signer(
     assert (body["signature"], body["signer"], body["isolation"]) == (
         "unsigned",
         None,
-        "in_process",
+        "sandbox",
     )
 
 
@@ -353,33 +357,22 @@ async def test_a_local_folder_is_verified_at_load_and_still_trusted_when_modifie
 
 
 @pytest.mark.parametrize(
-    ("origin", "status", "overrides", "belongs_in_sandbox"),
+    ("origin", "status", "overrides", "where"),
     [
-        ("upload", "unsigned", {}, True),  # the default ISP_PLUGIN_UNSIGNED=sandbox
-        ("upload", "unsigned", {"plugin_unsigned": "allow"}, False),
-        ("upload", "signed", {}, False),
-        ("local", "unsigned", {}, False),  # local folders are trusted
-        ("local", "unsigned", {"plugin_sandbox_local": True}, True),
-        ("local", "signed", {"plugin_sandbox_local": True}, False),
+        ("upload", "unsigned", {"plugin_unsigned": "sandbox"}, "sandbox"),  # the default
+        ("upload", "unsigned", {"plugin_unsigned": "allow"}, "in_process"),
+        ("upload", "signed", {"plugin_unsigned": "sandbox"}, "in_process"),
+        ("local", "unsigned", {"plugin_unsigned": "sandbox"}, "in_process"),  # trusted
+        ("local", "unsigned", {"plugin_sandbox_local": True}, "sandbox"),
+        ("local", "signed", {"plugin_sandbox_local": True}, "in_process"),
     ],
 )
-def test_isolation_is_in_process_until_the_sandbox_is_wired_in_and_says_who_belongs_there(
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    origin: str,
-    status: Any,
-    overrides: dict[str, Any],
-    belongs_in_sandbox: bool,
+def test_isolation_says_who_runs_in_the_sandbox(
+    tmp_path: Path, origin: str, status: Any, overrides: dict[str, Any], where: str
 ) -> None:
     settings = make_settings("sqlite://:memory:", tmp_path, **overrides)
 
-    with caplog.at_level(logging.WARNING, logger="isp.plugins.trust"):
-        where = isolation("stamp", origin, Verdict(status), settings)
-
-    assert where == "in_process"
-    warned = [r for r in caplog.records if "belongs in the sandbox" in r.getMessage()]
-    assert bool(warned) is belongs_in_sandbox
-    assert all("stamp" in r.getMessage() for r in warned)
+    assert isolation("stamp", origin, Verdict(status), settings) == where
 
 
 # --- settings ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -68,6 +68,15 @@ class SandboxHook:
     event: str
     timeout: float | None
     is_async: bool
+    after_commit: bool = False
+    undo: Mapping[str, Any] | None = None  # its compensation: {"function", "is_async"}
+
+    def compensation(self) -> SandboxHook | None:
+        """The compensation as a function the worker can be called with, if any."""
+        if self.undo is None:
+            return None
+        return SandboxHook(str(self.undo["function"]), self.event, self.timeout,
+                           bool(self.undo["is_async"]))  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -75,6 +84,7 @@ class _Call:
     future: asyncio.Future[Any]
     store: KeyValueStore
     hook: str
+    kv: set[asyncio.Task[None]] = field(default_factory=set)  # its db requests running
 
 
 @dataclass(eq=False)
@@ -90,6 +100,7 @@ class _Process:
     killed_for: str | None = None  # why the host killed it (a timeout, stop): not a crash
     budget: int = 0  # characters of its output and log records still to be logged
     fault: str | None = None  # why the host killed a misbehaving worker (counts as a crash)
+    cancelling: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
 
 
 class SandboxedPlugin:
@@ -106,6 +117,8 @@ class SandboxedPlugin:
         backoff: tuple[float, float] = (0.1, 5.0),
         start_timeout: float = 10.0,
         output_limit: int = 64 * 1024,
+        grace: float = 1.0,
+        on_quarantine: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -116,8 +129,11 @@ class SandboxedPlugin:
         self.backoff = backoff
         self.start_timeout = start_timeout
         self.output_limit = output_limit
+        self.grace = grace
+        self.on_quarantine = on_quarantine
         self.hooks: tuple[SandboxHook, ...] = ()
-        self._functions: frozenset[str] = frozenset()
+        self.callbacks: tuple[str, ...] = ()  # the plugin's lifecycle callbacks: plugin.on_load
+        self._functions: dict[str, SandboxHook] = {}
         self.quarantined: str | None = None
         self.cold_start: float | None = None  # seconds the last start took
         self._crashes: deque[float] = deque()
@@ -181,16 +197,33 @@ class SandboxedPlugin:
             write_message(process.writer, message)
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.CancelledError:
-            if self._process is process:  # the caller gave up: the worker cancels the hook
-                write_message(process.writer, {"type": "cancel", "id": call_id})
+            if self._process is process:  # the caller gave up (a deadline, a sibling failed)
+                self._cancel(process, call_id, hook)
             raise
         except TimeoutError:
             why = f"{hook} ran past its {timeout:g} s timeout; its worker was killed"
             self._kill(process, why)
             raise HookTimeout(why, plugin=self.name) from None
         finally:
-            process.calls.pop(call_id, None)
+            ended = process.calls.pop(call_id, None)
+            if ended is not None and ended.kv:
+                # its store is the workflow's connection: no request of the hook may still
+                # use it once the call is over (the workflow commits or rolls back next)
+                await asyncio.wait(ended.kv, timeout=self.grace / 2)  # within dispatch's grace
         return future.result()
+
+    def _cancel(self, process: _Process, call_id: int, hook: str) -> None:
+        """Cancel one call: an ``async def`` hook gets ``grace`` seconds to end; a ``def``
+        hook cannot be cancelled in its thread, so its worker is killed (and restarted)."""
+        if not self._functions[hook].is_async:
+            self._kill(process, f"{hook} was cancelled; a def hook cannot be, so its worker "
+                       "was killed")  # fmt: skip
+            return
+        write_message(process.writer, {"type": "cancel", "id": call_id})
+        why = f"{hook} ignored its cancellation for {self.grace:g} s; its worker was killed"
+        process.cancelling[call_id] = asyncio.get_running_loop().call_later(
+            self.grace, self._kill, process, why
+        )
 
     def reset(self) -> None:
         """Clear the quarantine (the plugin is enabled again); the next call starts a worker."""
@@ -286,7 +319,14 @@ class SandboxedPlugin:
             raise PluginError(f"the plugin cannot run in its sandbox: {why}", status=503,
                               plugin=self.name) from None  # fmt: skip
         self.hooks = tuple(SandboxHook(**hook) for hook in first["hooks"])
-        self._functions = frozenset(hook.function for hook in self.hooks)
+        self._functions = {hook.function: hook for hook in self.hooks}
+        self.callbacks = tuple(str(c["function"]) for c in first.get("callbacks") or ())
+        for callback in first.get("callbacks") or ():  # "plugin.on_load" and the like
+            name = str(callback["function"])
+            self._functions[name] = SandboxHook(name, "", None, bool(callback["is_async"]))
+        for hook in self.hooks:
+            if (undo := hook.compensation()) is not None:
+                self._functions.setdefault(undo.function, undo)
         self.cold_start = time.perf_counter() - started
         self._process = process
         self._spawn(process, self._serve(process))
@@ -317,13 +357,15 @@ class SandboxedPlugin:
             while (message := await read_message(process.reader)) is not None:
                 kind = message["type"]
                 if kind == "kv":
-                    self._spawn(process, self._kv(process, message))
+                    self._request(process, message)
                     continue
                 if kind == "log":
                     level = logging.getLevelName(str(message.get("level")))
                     text = f"plugin log {message.get('logger')}: {message.get('message')}"
                     self._log(process, level if isinstance(level, int) else logging.INFO, text)
                     continue
+                if (pending := process.cancelling.pop(int(message.get("id", 0)), None)) is not None:
+                    pending.cancel()  # a cancelled call ended in time
                 call = process.calls.get(int(message.get("id", 0)))
                 if call is None or call.future.done():
                     continue
@@ -341,6 +383,16 @@ class SandboxedPlugin:
             valid = isinstance(status, int) and 400 <= status <= 599
             return PluginError(text, status=status if valid else None, plugin=self.name)
         return HookCrashed(text, plugin=self.name)
+
+    def _request(self, process: _Process, message: Mapping[str, Any]) -> None:
+        """Start one ``db`` request; its call waits for it before it ends."""
+        task = asyncio.create_task(self._kv(process, message))
+        process.tasks.add(task)
+        task.add_done_callback(process.tasks.discard)
+        call = process.calls.get(int(message.get("call") or 0))
+        if call is not None:
+            call.kv.add(task)
+            task.add_done_callback(call.kv.discard)
 
     async def _kv(self, process: _Process, message: Mapping[str, Any]) -> None:
         """Run one ``db`` request of a call in flight in that call's store."""
@@ -417,6 +469,8 @@ class SandboxedPlugin:
             count, window = len(self._crashes), self.crash_window
             self.quarantined = f"worker crashed {count} times in {window:g} s; last: {why}"
             log.error("plugin quarantined", extra={"plugin": self.name, "reason": why})
+            if self.on_quarantine is not None:
+                self.on_quarantine(self.quarantined)
 
     def _kill(self, process: _Process, why: str, *, crash: bool = False) -> None:
         """SIGKILL the worker's process group and the sandbox's pid 1 (so all inside it).
@@ -429,6 +483,9 @@ class SandboxedPlugin:
             process.killed_for = why
         if self._process is process:
             self._process = None
+        for pending in process.cancelling.values():
+            pending.cancel()
+        process.cancelling.clear()
         inner = _children(process.proc.pid)  # the sandbox's pid 1: killing it ends them all
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.proc.pid, signal.SIGKILL)

@@ -23,6 +23,7 @@ from typing import Any
 from isp.plugins.sandbox.protocol import read_message, write_message
 
 MB = 1024 * 1024
+SECRET_FIELD = "_password"  # isp.plugins.snapshots.SECRET_FIELD (not imported: no tortoise)
 
 
 class Snapshot:
@@ -46,7 +47,7 @@ class Snapshot:
         raise AttributeError(f"snapshot attribute {name!r} is read-only")
 
     def __dir__(self) -> list[str]:
-        return sorted(self._fields)
+        return sorted(k for k in self._fields if k != SECRET_FIELD)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Snapshot) and self._fields == other._fields
@@ -55,7 +56,18 @@ class Snapshot:
         return hash(tuple(sorted(self._fields)))
 
     def __repr__(self) -> str:
-        return f"Snapshot({self._fields!r})"
+        shown = {k: v for k, v in self._fields.items() if k != SECRET_FIELD}
+        return f"Snapshot({shown!r})"
+
+    def reveal_password(self) -> str:
+        """The secret in clear, when the plugin was granted ``secrets``; never log it."""
+        secret = self._fields.get(SECRET_FIELD)
+        if secret is None:
+            raise PermissionError(
+                "reveal_password() needs the manifest's \"permissions\": {\"secrets\": true}, "
+                "granted at install (?grant=secrets)"
+            )
+        return str(secret)
 
 
 def frozen(value: Any) -> Any:
@@ -143,6 +155,9 @@ class Worker:
                 write_message(self.writer, reply)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"the hook's result cannot leave the sandbox: {exc}") from None
+        except asyncio.CancelledError:
+            write_message(self.writer, {"type": "cancelled", "id": call_id})
+            raise
         except PluginError as exc:
             status, detail = exc.status_code, exc.detail
             write_message(self.writer, {"type": "error", "id": call_id, "kind": "plugin",
@@ -183,8 +198,30 @@ def limit(limits: Mapping[str, int], uid: int | None) -> None:
         os.setresuid(uid, uid, uid)
 
 
-def load(name: str, folder: str) -> dict[str, Any]:
-    """Import the plugin with the service's loader: same module names, same checks."""
+class Callback:
+    """A lifecycle callback (``on_load`` ...) served like a hook: no object, no arguments."""
+
+    def __init__(self, func: Any) -> None:
+        from isp.plugins.hooks import is_async
+
+        self.is_async = is_async(func)
+        self._callback = func
+
+    def func(self, subject: Any = None) -> Any:
+        return self._callback()
+
+    @staticmethod
+    def arguments(named: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+CALLBACK_PREFIX = "plugin."  # "plugin.on_load": what the host calls a callback by
+
+
+def load(name: str, folder: str) -> tuple[dict[str, Any], dict[str, Callback]]:
+    """Import the plugin with the service's loader: same module names, same checks.
+
+    Returns its hooks by function and its lifecycle callbacks by ``plugin.<callback>``."""
     from pathlib import Path
 
     from isp.plugins.discovery import describe
@@ -199,7 +236,17 @@ def load(name: str, folder: str) -> dict[str, Any]:
     loaded = load_plugin(source, known)
     if loaded.name != name:
         raise RuntimeError(f"folder holds plugin {loaded.name!r}, expected {name!r}")
-    return {entry.function: entry for entry in loaded.entries}
+    callbacks = {}
+    for callback in ("on_load", "on_enable", "on_disable", "on_unload"):
+        found = loaded.plugin.callback(callback)
+        if found is not None:
+            callbacks[f"{CALLBACK_PREFIX}{callback}"] = Callback(found)
+    return {entry.function: entry for entry in loaded.entries}, callbacks
+
+
+def _undo(entry: Any) -> dict[str, Any] | None:
+    undo = entry.compensation
+    return None if undo is None else {"function": undo.function, "is_async": undo.is_async}
 
 
 async def serve(config: Mapping[str, Any]) -> int:
@@ -207,16 +254,20 @@ async def serve(config: Mapping[str, Any]) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     logging.basicConfig(level=logging.INFO, handlers=[HostLog(writer)])
     try:
-        hooks = load(str(config["name"]), str(config["folder"]))
+        hooks, callbacks = load(str(config["name"]), str(config["folder"]))
     except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
         detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
         write_message(writer, {"type": "fatal", "message": str(detail)})
         await writer.drain()
         return 3
-    worker = Worker(writer, hooks)
-    listed = [{"function": f, "event": e.event, "timeout": e.timeout, "is_async": e.is_async}
+    listed = [{"function": f, "event": e.event, "timeout": e.timeout, "is_async": e.is_async,
+               "after_commit": e.after_commit, "undo": _undo(e)}
               for f, e in hooks.items()]  # fmt: skip
-    write_message(writer, {"type": "ready", "hooks": listed})
+    # a compensation is called by its function's name too (the host undoes through it)
+    hooks.update({u.function: u for e in list(hooks.values()) if (u := e.compensation)})
+    worker = Worker(writer, {**hooks, **callbacks})
+    lifecycle = [{"function": f, "is_async": c.is_async} for f, c in callbacks.items()]
+    write_message(writer, {"type": "ready", "hooks": listed, "callbacks": lifecycle})
     while (message := await read_message(reader)) is not None:
         if message["type"] == "call":
             worker.start_call(message)
