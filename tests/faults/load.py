@@ -137,6 +137,22 @@ def own_work(answers: list[Answer], before: float) -> dict[str, float]:
     return longest
 
 
+def summary(answers: list[Answer], bound: float, work: dict[str, float]) -> str:
+    """Per kind: answers, 503s, other failures, and the slowest answer against its bound."""
+    lines = []
+    for kind in sorted({a.kind for a in answers}):
+        mine = [a for a in answers if a.kind == kind]
+        slowest = max(a.seconds for a in mine)
+        limit = bound + work.get(kind, 0.0)
+        failed = sum(1 for a in mine if not 200 <= a.status < 300 and a.status != 503)
+        lines.append(
+            f"{kind}: {len(mine)} answers, {sum(1 for a in mine if a.status == 503)} x 503, "
+            f"{failed} other failures, slowest {slowest:.3f} s (bound {limit:.3f} s = "
+            f"{bound:g} + own work {work.get(kind, 0.0):.3f})"
+        )
+    return "\n".join(lines)
+
+
 def assert_honest(
     answers: list[Answer], component: str, bound: float, work: dict[str, float]
 ) -> None:

@@ -35,6 +35,7 @@ from tests.faults.load import (
     call,
     in_flight_at,
     own_work,
+    summary,
 )
 from tests.pgcluster import Cluster
 from tests.routeros import RouterOSServer
@@ -98,7 +99,9 @@ async def test_database_outage_is_a_prompt_503_and_heals_without_restart(
     answers = load.answers
     assert 200 <= len(answers) <= 1000
     assert sum(1 for a in answers if a.status == 503) >= 10
-    assert_honest(answers, "database", DEADLINE + MARGIN, own_work(answers, faulted))
+    work = own_work(answers, faulted)
+    print(f"\ndatabase {fault}:\n{summary(answers, DEADLINE + MARGIN, work)}")
+    assert_honest(answers, "database", DEADLINE + MARGIN, work)
     assert_recovered(answers, back + RECOVERY)
 
     # Nothing half-written: every customer answered 201 exists, and any other is one whose

@@ -37,6 +37,7 @@ from tests.faults.load import (
     call,
     in_flight_at,
     own_work,
+    summary,
 )
 from tests.plugins.builders import plugin_files, zip_of
 from tests.routeros import RouterOSServer
@@ -135,7 +136,9 @@ async def test_object_store_outage_is_a_prompt_503_and_heals_without_restart(
 
     answers = load.answers
     assert 200 <= len(answers) <= 1000
-    assert_honest(answers, "object_store", DEADLINE + MARGIN, own_work(answers, faulted))
+    work = own_work(answers, faulted)
+    print(f"\nobject_store {fault}:\n{summary(answers, DEADLINE + MARGIN, work)}")
+    assert_honest(answers, "object_store", DEADLINE + MARGIN, work)
     assert_recovered(answers, back + RECOVERY)
     # what needs no object is not affected at all
     assert all(a.status == 201 for a in answers if a.kind == "customer")
