@@ -394,8 +394,8 @@ class PluginRegistry:
         blocked = self._hold(plan, event) if plan.held else []
         if not plan.hooks:
             return blocked
-        emission = Emission(plan, event, self.watchdog, self._abandoned)
-        return [*await emission.run(args, kwargs), *blocked]
+        results = await Emission(plan, event, self.watchdog, self._abandoned).run(args, kwargs)
+        return [*results, *blocked] if blocked else results
 
     @staticmethod
     def _hold(plan: EventPlan, event: str) -> list[HookResult]:
