@@ -138,9 +138,9 @@ class Emission:
         # does not suspend is finished before the next one starts, and if none suspends
         # the emit never yields. Deadlines count from the emit's start; the handle is
         # armed only if a hook is still running.
-        tasks, loop = self.tasks, self.loop
-        for i, entry in enumerate(self.hooks):
-            tasks.append(start_eagerly(loop, self._hook(i, entry, args, kwargs)))
+        loop, hook = self.loop, self._hook
+        hooks = [hook(i, entry, args, kwargs) for i, entry in enumerate(self.hooks)]
+        start_eagerly(loop, hooks, self.tasks)
         if self.pending:
             self.done = loop.create_future()
             self.handle = loop.call_at(self.start + self.min_timeout, self._on_deadline)
