@@ -123,3 +123,23 @@ def test_a_psycopg_url_is_warned_about_and_its_pool_waits_no_longer_than_the_dea
     assert config["credentials"]["timeout"] == 2
     assert any("no deadline" in r.getMessage() for r in caplog.records)
     assert not any("secret" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_sqlite_statement_past_the_deadline_is_interrupted_and_the_next_one_answers(
+    app: Quart,
+) -> None:
+    """SQLite runs statements in one thread, which cannot be cancelled: a statement past its
+    deadline is interrupted, so it neither runs on nor holds up the ones after it."""
+    connection = get_connection("default")
+    runaway = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000000)"
+        " SELECT count(*) FROM n"
+    )
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="ISP_DB_TIMEOUT"):
+        await connection.execute_query(runaway)
+    assert time.monotonic() - started < DEADLINE + 1
+    started = time.monotonic()
+    assert (await connection.execute_query("SELECT 1 AS one"))[1][0]["one"] == 1
+    assert time.monotonic() - started < 0.5  # not queued behind the runaway statement
