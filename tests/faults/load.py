@@ -157,7 +157,26 @@ def assert_honest(
     answers: list[Answer], component: str, bound: float, work: dict[str, float]
 ) -> None:
     """Every answer within ``bound`` seconds plus its own ``work``; each failure a 503
-    naming ``component``, with ``Retry-After``."""
+    naming ``component``, with ``Retry-After``.
+
+    The bound of one answer is ``DEADLINE + MARGIN + work[kind]``, and each term is owed:
+
+    - ``DEADLINE``: a request waits on the broken dependency once. Every database
+      statement and transaction step, and every object-store operation, has its own
+      deadline, and the first one that fails ends the request with a 503 (a PostgreSQL
+      connection that timed out is terminated, not rolled back, so no second wait);
+    - ``work[kind]``: what the request did before that wait. A request that started just
+      before the fault (or one whose first dependency call comes late: an upload inspects
+      and imports its plugin before it writes the zip, a backup talks to its router before
+      it stores the objects) legitimately takes its healthy duration plus the deadline;
+      its healthy duration is at most the longest a request of its kind took before the
+      fault, on this machine, under this load;
+    - ``MARGIN``: the Done-when's second, the slack for scheduling on a loaded machine.
+
+    The Done-when's "deadline plus 1 s" is therefore met only where a kind's own work is
+    well under the second; the runs print the slowest answer of each kind (``summary``)
+    next to this bound.
+    """
     slow = [a for a in answers if a.seconds > bound + work.get(a.kind, 0.0) or a.status == 0]
     assert not slow, f"{len(slow)} answers slower than {bound} s + own work {work}: {slow[:3]}"
     dishonest = [

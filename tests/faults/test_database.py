@@ -1,9 +1,10 @@
 """PostgreSQL crashes (immediate stop) or hangs (SIGSTOP) under load and during backups.
 
-The service must answer every request within ``ISP_DB_TIMEOUT`` plus a second (plus what
-the request does besides waiting, measured on healthy requests before the fault), fail only
-with a 503 naming the database, leave nothing half-written and serve normally again
-within 5 s of the database coming back, without a restart.
+The service must answer every request within ``ISP_DB_TIMEOUT`` plus a second plus what the
+request does besides waiting on the database (at most the longest healthy request of its
+kind before the fault; ``tests.faults.load.assert_honest`` says why each term is owed),
+fail only with a 503 naming the database, leave nothing half-written and serve normally
+again within 5 s of the database coming back, without a restart.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 uploads and backups.
 
 Requests that need no object answer as usual; those that do answer within
-``ISP_S3_TIMEOUT`` plus a second (plus their own work, measured before the fault) with a
-503 naming the object store (a store that came
+``ISP_S3_TIMEOUT`` plus a second plus their own work (at most the longest healthy request of
+their kind before the fault; see ``tests.faults.load.assert_honest``) with a 503 naming the
+object store (a store that came
 back without its buckets included), nothing is half-written, and the service is normal
 again within 5 s of the store's return, without a restart.
 """
