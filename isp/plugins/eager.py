@@ -4,9 +4,9 @@ Dispatch gives every hook a task of its own (a hook awaited in the caller's task
 never be abandoned), but most hooks finish without ever suspending. A task started the
 usual way costs two turns of the event loop before the emit resumes (one to run the
 hook, one to wake the emit), which made an emit to one no-op hook 3.3 to 4.8 times as
-slow as awaiting the hook directly (``tests/bench/dispatch.py``). Started eagerly, a hook that does not suspend is finished
-before ``start_eagerly`` returns and the emit never yields; one that suspends goes on as
-any task does.
+slow as awaiting the hook directly (``tests/bench/dispatch.py``). Started eagerly, a
+hook that does not suspend is finished before ``start_eagerly`` returns and the emit
+never yields; one that suspends goes on as any task does.
 
 The first step runs with ``asyncio.current_task()`` set to the new task (not the caller):
 an ``asyncio.timeout()`` or TaskGroup the hook opens belongs to the hook, and
