@@ -67,7 +67,16 @@ def _connection_config(url: str, deadline: float) -> dict[str, Any]:
     if connection["engine"] == ASYNCPG_ENGINE:
         connection["credentials"]["reset"] = _release_without_reset_query
     elif connection["engine"] != SQLITE_ENGINE:
-        return connection  # another driver (psycopg): Tortoise's own client, unbounded
+        # another driver (psycopg): Tortoise's own client, whose queries have no deadline;
+        # its pool still gives up waiting for a connection after the deadline
+        connection["credentials"].setdefault("timeout", deadline)
+        log.warning(
+            "database URL uses the %s client: its queries have no deadline and a hung "
+            "server hangs them (ISP_DB_TIMEOUT bounds postgres:// and sqlite:// only)",
+            connection["engine"].rsplit(".", 1)[1],
+            extra={"engine": connection["engine"]},
+        )
+        return connection
     connection["engine"] = f"{dbclients.__name__}.{connection['engine'].rsplit('.', 1)[1]}"
     connection["credentials"][dbclients.DEADLINE_KEY] = deadline
     return connection

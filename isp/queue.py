@@ -145,10 +145,16 @@ class TaskQueue:
                     fetch_job_polling_interval=2.0,
                     delete_jobs="successful",
                 )
-            except Exception:  # noqa: BLE001 - the worker must come back once the database does
+            except Exception as exc:  # noqa: BLE001 - the worker must come back with the database
                 if self._stopping:
                     return
-                log.exception("job worker stopped; starting it again in %s s", RESTART_DELAY)
+                if isinstance(exc, TimeoutError | ConnectorException):  # the database went away
+                    log.warning(
+                        "job worker stopped: database unavailable (%r); starting it again in "
+                        "%s s", exc, RESTART_DELAY,
+                    )  # fmt: skip
+                else:
+                    log.exception("job worker stopped; starting it again in %s s", RESTART_DELAY)
                 await asyncio.sleep(RESTART_DELAY)
             else:
                 return
@@ -170,6 +176,8 @@ class TaskQueue:
                         extra={"task": job.task_name, "task_id": job.id, "worker": job.worker_id},
                     )
                 await manager.prune_stalled_workers(stalled_after)
+            except (TimeoutError, ConnectorException) as exc:  # tried again next round
+                log.warning("stalled-task check skipped: database unavailable (%r)", exc)
             except Exception:  # noqa: BLE001 - a database hiccup must not end the watchdog
                 log.exception("stalled-task check failed")
 

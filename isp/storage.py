@@ -224,19 +224,47 @@ class LocalObjectStore:
     def _put_many_sync(
         bucket_dir: Path, bucket: str, items: Sequence[tuple[str, bytes]]
     ) -> builtins.list[StoredObject]:
-        """Write each object, then make the renames durable once per folder."""
-        stored = [
-            LocalObjectStore._put_sync(bucket_dir, bucket, key, data, sync_dir=False)
-            for key, data in items
-        ]
-        for folder in dict.fromkeys((bucket_dir / key).parent for key, _ in items):
+        """All objects or none: every one is written to its temporary file first, then
+        each is renamed into place; a failure before the last rename removes the temporary
+        files and the objects already renamed. The renames are made durable once per
+        folder. A crash between two renames can still leave the first objects (they are
+        whole, and no record points to them)."""
+        staged: builtins.list[tuple[Path, Path, StoredObject]] = []
+        published: builtins.list[Path] = []
+        try:
+            for key, data in items:
+                staged.append(LocalObjectStore._stage(bucket_dir, bucket, key, data))
+            for tmp, path, _ in staged:
+                os.replace(tmp, path)
+                published.append(path)
+        except BaseException:
+            for path in published:
+                path.unlink(missing_ok=True)
+            for tmp, _, _ in staged[len(published) :]:
+                tmp.unlink(missing_ok=True)
+            raise
+        for folder in dict.fromkeys(path.parent for path in published):
             fsync_dir(folder)
+        return [stored for _, _, stored in staged]
+
+    @staticmethod
+    def _put_sync(bucket_dir: Path, bucket: str, key: str, data: bytes) -> StoredObject:
+        tmp, path, stored = LocalObjectStore._stage(bucket_dir, bucket, key, data)
+        try:
+            # Same folder, so os.replace is a rename on one filesystem and thus atomic.
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
         return stored
 
     @staticmethod
-    def _put_sync(
-        bucket_dir: Path, bucket: str, key: str, data: bytes, *, sync_dir: bool = True
-    ) -> StoredObject:
+    def _stage(
+        bucket_dir: Path, bucket: str, key: str, data: bytes
+    ) -> tuple[Path, Path, StoredObject]:
+        """Write ``data`` durably to a temporary file beside the object's path (so a
+        rename puts it in place atomically): (temporary file, path, what will be stored)."""
         if not bucket_dir.is_dir():
             raise _no_bucket(bucket)
         path = bucket_dir / key
@@ -253,20 +281,16 @@ class LocalObjectStore:
                 bucket=bucket,
                 key=key,
             )
-        # Same folder, so os.replace is a rename on one filesystem and thus atomic.
         tmp = path.parent / f".{secrets.token_hex(8)}{_PARTIAL_SUFFIX}"
         try:
             with open(tmp, "xb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if sync_dir:
-            fsync_dir(path.parent)
-        return StoredObject(key=key, size=len(data), sha256=_sha256_hex(data))
+        return tmp, path, StoredObject(key=key, size=len(data), sha256=_sha256_hex(data))
 
     async def get(self, bucket: str, key: str) -> bytes:
         bucket_dir = self.root / validate_bucket(bucket)

@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 
 from isp.app import create_app
 from isp.config import Settings
+from isp.db import tortoise_config
 from isp.errors import DatabaseUnavailable
 from tests.conftest import Tokens, auth, make_settings
 
@@ -107,3 +108,38 @@ async def test_a_full_pool_is_a_prompt_503_not_a_wait(app: Quart, tokens: Tokens
         release.set()
         await asyncio.gather(*holders)
     assert (await client.get("/customers", headers=auth(tokens.reader))).status_code == 200
+
+
+def test_a_psycopg_url_is_warned_about_and_its_pool_waits_no_longer_than_the_deadline(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Only the asyncpg and SQLite clients bound every statement; a psycopg URL keeps
+    Tortoise's own client, so the operator is told, and its pool's wait is bounded."""
+    url = "psycopg://isp:secret@db.example:5432/isp"
+    settings = make_settings(url, tmp_path, db_timeout=2)
+    with caplog.at_level("WARNING", "isp.db"):
+        config = tortoise_config(settings)["connections"]["default"]
+    assert config["engine"] == "tortoise.backends.psycopg"
+    assert config["credentials"]["timeout"] == 2
+    assert any("no deadline" in r.getMessage() for r in caplog.records)
+    assert not any("secret" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_sqlite_statement_past_the_deadline_is_interrupted_and_the_next_one_answers(
+    app: Quart,
+) -> None:
+    """SQLite runs statements in one thread, which cannot be cancelled: a statement past its
+    deadline is interrupted, so it neither runs on nor holds up the ones after it."""
+    connection = get_connection("default")
+    runaway = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000000)"
+        " SELECT count(*) FROM n"
+    )
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="ISP_DB_TIMEOUT"):
+        await connection.execute_query(runaway)
+    assert time.monotonic() - started < DEADLINE + 1
+    started = time.monotonic()
+    assert (await connection.execute_query("SELECT 1 AS one"))[1][0]["one"] == 1
+    assert time.monotonic() - started < 0.5  # not queued behind the runaway statement

@@ -297,6 +297,49 @@ async def test_local_key_colliding_with_folder_is_a_conflict(
         await local_store.put(BUCKET, "a/b/c", b"y")
 
 
+async def test_local_put_many_writes_all_or_none_when_one_object_cannot_be_staged(
+    local_store: LocalObjectStore, tmp_path: Path
+) -> None:
+    await local_store.put(BUCKET, "a/b", b"x")
+
+    with pytest.raises(Conflict):
+        await local_store.put_many(BUCKET, [("export/one.rsc", b"1"), ("a", b"2")])
+
+    assert [o.key for o in await local_store.list(BUCKET)] == ["a/b"]
+    assert os.listdir(tmp_path / "objects" / BUCKET / "export") == []  # no temporary file
+
+
+async def test_local_put_many_removes_the_objects_renamed_before_a_failed_rename(
+    local_store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_store.put(BUCKET, "kept", b"k")
+    renames: list[str] = []
+    real_replace = os.replace
+
+    def second_fails(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renames.append(str(dst))
+        if len(renames) == 2:
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(StorageError, match="Input/output error"):
+        await local_store.put_many(BUCKET, [("b/one", b"1"), ("b/two", b"2")])
+    monkeypatch.undo()
+
+    assert len(renames) == 2
+    assert [o.key for o in await local_store.list(BUCKET)] == ["kept"]
+    assert os.listdir(tmp_path / "objects" / BUCKET / "b") == []
+
+
+async def test_local_put_many_stores_every_object(local_store: LocalObjectStore) -> None:
+    stored = await local_store.put_many(BUCKET, [("r/export.rsc", b"e"), ("r/backup.bin", b"b")])
+
+    assert [o.key for o in stored] == ["r/export.rsc", "r/backup.bin"]
+    assert await local_store.get(BUCKET, "r/export.rsc") == b"e"
+    assert await local_store.get(BUCKET, "r/backup.bin") == b"b"
+
+
 async def test_local_ping_fails_when_root_is_missing(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="missing or not writable"):
         await LocalObjectStore(tmp_path / "absent").ping()

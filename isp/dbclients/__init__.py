@@ -45,6 +45,7 @@ DEFAULT_DEADLINE = 10.0
 _SQLITE_UNAVAILABLE = {
     5: "the database file is busy (another writer holds it)",  # SQLITE_BUSY
     6: "a table is locked",  # SQLITE_LOCKED
+    9: "the statement was interrupted: a statement ran past its deadline",  # SQLITE_INTERRUPT
     10: "disk I/O error",  # SQLITE_IOERR
     13: "the disk is full",  # SQLITE_FULL
     14: "the database file cannot be opened",  # SQLITE_CANTOPEN
@@ -82,7 +83,9 @@ class Bounded:
     _deadline: float
     _availability: Availability
 
-    async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _bounded(self, call: Callable[[], Awaitable[T]], *, statement: bool = True) -> T:
+        """``call()`` under the deadline; ``statement``: it runs a statement (not only
+        waits for a connection or a transaction lock), which a timeout may interrupt."""
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._deadline):
@@ -93,11 +96,16 @@ class Bounded:
                 raise
             if isinstance(exc, TimeoutError):
                 reason = f"no answer within {self._deadline:g} s (ISP_DB_TIMEOUT)"
+                if statement:
+                    self._timed_out()
             await self._connection_lost()
             self._availability.failed(reason, started)
             raise DatabaseUnavailable(f"the database is unavailable: {reason}") from exc
         self._availability.answered(started)
         return result
+
+    def _timed_out(self) -> None:
+        """The call ran past the deadline: stop what it left running, if the driver can."""
 
     async def _connection_lost(self) -> None:
         """Drop what the failed call used, so nothing waits on it again."""

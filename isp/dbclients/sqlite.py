@@ -1,9 +1,13 @@
-"""The SQLite client of ``isp.dbclients``: a busy timeout and the deadline on every call."""
+"""The SQLite client of ``isp.dbclients``: a busy timeout, the deadline on every call, and a
+statement past its deadline interrupted."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import Any
 
+import aiosqlite
 from tortoise.backends.base.client import NestedTransactionContext, TransactionContext
 from tortoise.backends.sqlite.client import (
     SqliteClient,
@@ -27,6 +31,16 @@ class BoundedSqliteClient(Bounded, SqliteClient):
         # Wait for another process's write lock a little less than the deadline, so the
         # answer is SQLite's "busy" rather than a cut-off statement.
         self.pragmas.setdefault("busy_timeout", int(deadline * 800))
+
+    def _timed_out(self) -> None:
+        """Interrupt the statement running on the connection (the one that timed out, or
+        an older one ahead of it in the connection's queue, past its deadline too): a
+        thread cannot be cancelled, and without this the statement would run on and every
+        later one wait behind it. Whoever awaits an interrupted statement gets 503."""
+        connection = self._connection
+        if isinstance(connection, aiosqlite.Connection) and connection._connection is not None:  # noqa: SLF001
+            with contextlib.suppress(sqlite3.Error):
+                connection._conn.interrupt()  # noqa: SLF001 - thread-safe; aiosqlite queues its own
 
     async def execute_insert(self, query: str, values: list[Any]) -> Any:
         return await self._bounded(lambda: SqliteClient.execute_insert(self, query, values))
@@ -86,7 +100,8 @@ class BoundedSqliteTransactionContext(SqliteTransactionContext):
     connection: BoundedSqliteTransaction
 
     async def __aenter__(self) -> Any:
-        return await self.connection._bounded(self._enter)
+        # waiting for another transaction is not a statement: its timeout interrupts nothing
+        return await self.connection._bounded(self._enter, statement=False)
 
     async def _enter(self) -> Any:
         await self._trxlock.acquire()

@@ -18,12 +18,14 @@ Semantics (DESIGN.md, "Dispatch semantics"), with TaskGroup's cancellation rules
   failure is only recorded in its ``HookResult``.
 
 Cost is what the core pays on every workflow, so the path is lean: one task per hook
-(a hook awaited in the caller's own task could never be abandoned), a single
-``loop.call_at`` deadline handle for all of them instead of one ``asyncio.timeout`` per
-task, and a counter plus one future instead of a TaskGroup. Hooks are not stepped
-outside a task (``coro.send(None)``): their first step would run with
-``current_task()`` set to the caller, and an ``asyncio.timeout()`` or TaskGroup the
-hook opens there would later cancel the caller instead of the hook.
+(a hook awaited in the caller's own task could never be abandoned), started eagerly
+(:mod:`isp.plugins.eager`: its first step runs at once, inside its own task, so a hook
+that never suspends costs no turn of the event loop), a single ``loop.call_at`` deadline
+handle for all of them, armed only when a hook is still running after its first step,
+instead of one ``asyncio.timeout`` per task, and a counter plus one future instead of a
+TaskGroup. Hooks are not stepped outside a task (``coro.send(None)``): their first step
+would run with ``current_task()`` set to the caller, and an ``asyncio.timeout()`` or
+TaskGroup the hook opens there would later cancel the caller instead of the hook.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, Final
 
 from isp.errors import PluginError
 from isp.plugins.compensation import note_acted
+from isp.plugins.eager import start_eagerly
 from isp.plugins.hooks import HookEntry, HookResult
 from isp.plugins.outcomes import abandoned, aggregate, log_call, settle, succeeded
 from isp.plugins.watchdog import Watchdog, discard_connection
@@ -89,6 +92,7 @@ class Emission:
         "handle",
         "hooks",
         "loop",
+        "min_timeout",
         "on_abandon",
         "pending",
         "results",
@@ -123,26 +127,33 @@ class Emission:
         self.pending = count
         self.aborting = False
         self.fatal: BaseException | None = None
-        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.done: asyncio.Future[None] | None = None  # made only if the emit must wait
         self.tasks: list[asyncio.Task[None]] = []
         self.start = self.loop.time()
-        self.handle = self.loop.call_at(self.start + plan.min_timeout, self._on_deadline)
+        self.min_timeout = plan.min_timeout
+        self.handle: asyncio.TimerHandle | None = None
 
     async def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[HookResult]:
-        # Tasks start on the next loop iteration, after this method awaited; so does
-        # the deadline handle armed in __init__.
-        create = self.loop.create_task
-        self.tasks = [create(self._hook(i, h, args, kwargs)) for i, h in enumerate(self.hooks)]
-        try:
-            await self.done
-        except CancelledError:
-            # Our caller was cancelled: cancel the hooks, wait for them, then propagate.
-            self._abort()
-            await self._drain()
-            await self._discard(kwargs)
-            raise
-        finally:
-            self.handle.cancel()
+        # Each hook's task runs its first step at once (isp.plugins.eager): a hook that
+        # does not suspend is finished before the next one starts, and if none suspends
+        # the emit never yields. Deadlines count from the emit's start; the handle is
+        # armed only if a hook is still running.
+        loop, hook = self.loop, self._hook
+        hooks = [hook(i, entry, args, kwargs) for i, entry in enumerate(self.hooks)]
+        start_eagerly(loop, hooks, self.tasks)
+        if self.pending:
+            self.done = loop.create_future()
+            self.handle = loop.call_at(self.start + self.min_timeout, self._on_deadline)
+            try:
+                await self.done
+            except CancelledError:
+                # Our caller was cancelled: cancel the hooks, wait for them, then propagate.
+                self._abort()
+                await self._drain()
+                await self._discard(kwargs)
+                raise
+            finally:
+                self.handle.cancel()
         await self._discard(kwargs)
         if self.fatal is not None:
             raise self.fatal
@@ -225,7 +236,7 @@ class Emission:
 
     def _finished(self) -> None:
         self.pending -= 1
-        if not self.pending and not self.done.done():
+        if not self.pending and self.done is not None and not self.done.done():
             self.done.set_result(None)
 
     def _abort(self) -> None:
@@ -233,7 +244,7 @@ class Emission:
         if self.aborting:
             return
         self.aborting = True
-        for i in range(len(self.tasks)):
+        for i in range(len(self.tasks)):  # hooks not started yet have no task
             if self.state[i] == _RUNNING:
                 self._cancel(i)
 

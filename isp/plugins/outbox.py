@@ -53,7 +53,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from isp.config import Settings
-from isp.errors import PluginError
+from isp.errors import DatabaseUnavailable, PluginError
 from isp.plugins.hooks import Delivery
 from isp.plugins.models import OutboxRow
 from isp.plugins.registry import PluginRegistry
@@ -560,6 +560,8 @@ class Outbox:
                     rows = await self.claim(free)
                 except asyncio.CancelledError:
                     raise
+                except DatabaseUnavailable:
+                    pass  # logged once by the database client; claimed again at the next poll
                 except Exception:  # noqa: BLE001 - a database blip: log, retry at the next poll
                     log.exception("outbox claim failed")
             for row in rows:
@@ -585,6 +587,8 @@ class Outbox:
         before = now() - timedelta(days=self.keep_days)
         try:
             await OutboxRow.filter(status=DELIVERED, delivered_at__lt=before).delete()
+        except DatabaseUnavailable:
+            return  # logged once by the database client; the next round prunes
         except Exception:  # noqa: BLE001 - a database blip: the next round prunes
             log.exception("outbox: pruning delivered rows failed")
 
@@ -773,6 +777,10 @@ class Outbox:
             await OutboxRow.filter(id__in=[r.id for r in rows], claimed_by=self.instance).update(
                 status=DELIVERED, delivered_at=now(), claimed_by=None, lease_until=None
             )
+        except DatabaseUnavailable:
+            # logged once by the database client; the claims lapse, the rows go out again
+            log.warning("outbox: recording %s deliveries failed: database unavailable", len(rows))
+            return
         except Exception:  # noqa: BLE001 - the claims lapse and the rows are delivered again
             log.exception("outbox: recording %s deliveries failed", len(rows))
             return

@@ -405,11 +405,13 @@ class PluginRegistry:
             if event not in self._events:
                 raise ValueError(f"emit({event!r}): unknown event")
             return []
-        blocked = self._hold(plan, event) if plan.held else []
-        if not plan.hooks:
-            return blocked
-        emission = Emission(plan, event, self.watchdog, self._abandoned)
-        return [*await emission.run(args, kwargs), *blocked]
+        if plan.held:
+            blocked = self._hold(plan, event)
+            if not plan.hooks:
+                return blocked
+            results = await Emission(plan, event, self.watchdog, self._abandoned).run(args, kwargs)
+            return [*results, *blocked]
+        return await Emission(plan, event, self.watchdog, self._abandoned).run(args, kwargs)
 
     @staticmethod
     def _hold(plan: EventPlan, event: str) -> list[HookResult]:

@@ -10,6 +10,12 @@ alike:
 
 It prints the median microseconds per emit and the ratios; the targets are emit <= 0.5x
 taskgroup for 10 hooks, and emit <= 2x direct for one hook.
+
+Measured (Python 3.11.7, 2 cores shared with other test runs, 20 rounds x 200 calls,
+three runs interleaved with the version before eager task starts): one hook 5.4-5.8 µs
+against 3.0-3.4 µs direct, 1.71-1.79x (before: 10.2-11.8 µs, 3.2-3.8x); 10 hooks
+1.08-1.23x direct and 0.43-0.47x taskgroup (before: 1.18-1.23x, 0.46-0.54x); 50 hooks
+0.86-1.02x direct (before: 0.73-1.02x).
 """
 
 from __future__ import annotations

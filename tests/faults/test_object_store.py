@@ -2,8 +2,9 @@
 uploads and backups.
 
 Requests that need no object answer as usual; those that do answer within
-``ISP_S3_TIMEOUT`` plus a second (plus their own work, measured before the fault) with a
-503 naming the object store (a store that came
+``ISP_S3_TIMEOUT`` plus a second plus their own work (at most the longest healthy request of
+their kind before the fault; see ``tests.faults.load.assert_honest``) with a 503 naming the
+object store (a store that came
 back without its buckets included), nothing is half-written, and the service is normal
 again within 5 s of the store's return, without a restart.
 """
@@ -37,6 +38,7 @@ from tests.faults.load import (
     call,
     in_flight_at,
     own_work,
+    summary,
 )
 from tests.plugins.builders import plugin_files, zip_of
 from tests.routeros import RouterOSServer
@@ -135,7 +137,9 @@ async def test_object_store_outage_is_a_prompt_503_and_heals_without_restart(
 
     answers = load.answers
     assert 200 <= len(answers) <= 1000
-    assert_honest(answers, "object_store", DEADLINE + MARGIN, own_work(answers, faulted))
+    work = own_work(answers, faulted)
+    print(f"\nobject_store {fault}:\n{summary(answers, DEADLINE + MARGIN, work)}")
+    assert_honest(answers, "object_store", DEADLINE + MARGIN, work)
     assert_recovered(answers, back + RECOVERY)
     # what needs no object is not affected at all
     assert all(a.status == 201 for a in answers if a.kind == "customer")

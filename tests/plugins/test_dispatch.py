@@ -363,3 +363,27 @@ async def test_stats_count_calls_failures_timeouts_and_latency(
     assert snapshot["timeouts"] == 1
     assert snapshot["p50_ms"] is not None
     assert snapshot["p95_ms"] >= 50
+
+
+async def test_emit_to_hooks_that_never_suspend_does_not_yield_to_the_loop(
+    plugin_registry: PluginRegistry,
+) -> None:
+    """Each hook's task runs its first step at once: an emit whose hooks all return
+    without waiting costs no turn of the event loop (what keeps emit near a direct call)."""
+    seen: list[asyncio.Task[Any] | None] = []
+    for name in ("a", "b"):
+
+        @plugin_registry.hook(EVENT, plugin=name)
+        async def quick(service: object, db: object = None) -> str:
+            seen.append(asyncio.current_task())
+            return "ok"
+
+    loop_turned: list[bool] = []
+    asyncio.get_running_loop().call_soon(loop_turned.append, True)
+    results = await plugin_registry.emit(EVENT, "svc")
+    assert loop_turned == []
+    assert [r.value for r in results] == ["ok", "ok"]
+    caller = asyncio.current_task()
+    assert len(seen) == 2
+    assert caller not in seen
+    assert seen[0] is not seen[1]
