@@ -16,8 +16,6 @@ import asyncio
 import logging
 from typing import Any, NoReturn
 
-from tortoise.backends.base.client import TransactionalDBClient
-
 log = logging.getLogger("isp.plugins.dispatch")
 
 
@@ -60,6 +58,9 @@ async def discard_connection(db: Any) -> None:
     a late statement of the hook fails instead of running outside any transaction.
     Anything else (no transaction was passed) is left alone.
     """
+    # imported here: a sandboxed plugin's worker loads the registry, never the database
+    from tortoise.backends.base.client import TransactionalDBClient
+
     if not isinstance(db, TransactionalDBClient) or db._finalized:  # noqa: SLF001
         return
     connection = db._connection  # noqa: SLF001 - Tortoise exposes no "discard" of its own

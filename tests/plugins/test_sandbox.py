@@ -156,6 +156,10 @@ def logs(customer):
     logging.getLogger("hostile").warning("customer %s looks odd", customer.name)
 
 @registry.hook("customer_created")
+async def modules(customer):
+    return sorted({name.split(".")[0] for name in sys.modules})
+
+@registry.hook("customer_created")
 async def counter(customer, db):
     count = await db.get("count", 0)
     await db.put("count", count + 1)
@@ -236,6 +240,13 @@ async def test_hooks_get_read_only_snapshots_and_results_come_back(sandbox: Fact
         "name": "Ann", "tags": ["a", "b"], "city": "Riga"}  # fmt: skip
     with pytest.raises(HookCrashed, match="read-only"):
         await plugin.call("handlers.mutate", subject, timeout=5)
+
+
+async def test_the_worker_loads_no_database_or_web_framework(sandbox: Factory) -> None:
+    loaded = set(await (await started(sandbox())).call("handlers.modules", {}, timeout=5))
+    assert "isp" in loaded
+    assert not loaded & {"tortoise", "pypika_tortoise", "asyncpg", "aiosqlite", "quart",
+                         "hypercorn", "pydantic_settings", "cryptography"}  # fmt: skip
 
 
 async def test_plugin_error_keeps_its_status_and_message(sandbox: Factory) -> None:
