@@ -572,13 +572,7 @@ class PluginRuntime:
                 reinstate(old.modules)
             self._failed(state, exc.detail)
             return
-        self._registry.publish(
-            state.name,
-            new.entries,
-            enabled=state.enabled,
-            events=new.manifest.events,
-            vendors=new.manifest.vendors,
-        )
+        self._publish(state, new)
         state.source, state.loaded, state.loaded_at = source, new, datetime.now(UTC)
         state.isolation = isolation
         state.error = state.reload_error = None
@@ -625,13 +619,7 @@ class PluginRuntime:
             await worker.stop()
             self._failed(state, exc.detail)
             return
-        self._registry.publish(
-            state.name,
-            new.entries,
-            enabled=state.enabled,
-            events=new.manifest.events,
-            vendors=new.manifest.vendors,
-        )
+        self._publish(state, new)
         if old is not None:
             if state.enabled:
                 await self._call_quietly(state, old, "on_disable")
@@ -660,6 +648,16 @@ class PluginRuntime:
         )
         self._retiring[task] = worker
         task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    def _publish(self, state: PluginState, new: LoadedPlugin) -> None:
+        """Swap ``new``'s hooks into the dispatch table, in process or sandboxed alike."""
+        self._registry.publish(
+            state.name,
+            new.entries,
+            enabled=state.enabled,
+            events=new.manifest.events,
+            vendors=new.manifest.vendors,
+        )
 
     def _failed(self, state: PluginState, why: str) -> None:
         if state.loaded is not None:
