@@ -6,15 +6,35 @@ environment (plugin settings overrides aside, which live with the plugin setting
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from isp.errors import ConfigError
 
 ENV_PREFIX = "ISP_"
+NESTED = "__"  # ISP_SANDBOX_LIMITS__<PLUGIN>__<LIMIT>: one level per delimiter
+PLUGIN_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # isp.plugins.manifest.SLUG
+
+# the bounds of a sandbox limit, the deployment's (ISP_SANDBOX_*) and a plugin's alike
+MemoryMB = Annotated[int, Field(ge=64, le=1024 * 1024)]
+CpuSeconds = Annotated[int, Field(ge=1, le=7 * 86_400)]
+Files = Annotated[int, Field(ge=16, le=65_536)]
+Processes = Annotated[int, Field(ge=8, le=4096)]
+
+
+class SandboxLimits(BaseModel):
+    """One plugin's sandbox limits, set by the operator; a limit left out is the deployment's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_mb: MemoryMB | None = None
+    cpu_seconds: CpuSeconds | None = None
+    files: Files | None = None
+    processes: Processes | None = None
 
 
 class Settings(BaseSettings):
@@ -22,6 +42,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,  # only fields that are objects: sandbox_limits
         extra="ignore",
         frozen=True,
         validate_default=True,
@@ -37,10 +58,11 @@ class Settings(BaseSettings):
     plugin_threads: int = Field(default=4, ge=1, le=256)
     max_body: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     plugin_import_timeout: float = Field(default=10.0, gt=0, le=3600)
-    sandbox_memory_mb: int = Field(default=1024, ge=64, le=1024 * 1024)
-    sandbox_cpu_seconds: int = Field(default=600, ge=1, le=7 * 86_400)
-    sandbox_files: int = Field(default=256, ge=16, le=65_536)
-    sandbox_processes: int = Field(default=32, ge=8, le=4096)
+    sandbox_memory_mb: MemoryMB = 1024
+    sandbox_cpu_seconds: CpuSeconds = 600
+    sandbox_files: Files = 256
+    sandbox_processes: Processes = 32
+    sandbox_limits: dict[str, SandboxLimits] = Field(default_factory=dict)
     s3_endpoint_url: str | None = None
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
@@ -73,6 +95,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("sandbox_limits")
+    @classmethod
+    def _plugin_names(cls, value: dict[str, SandboxLimits]) -> dict[str, SandboxLimits]:
+        for name in value:
+            if not PLUGIN_SLUG.match(name):
+                raise ValueError(
+                    f"{name!r} is not a plugin name (lowercase letters, digits and '_')"
+                )
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -134,10 +166,18 @@ def load_settings(**overrides: Any) -> Settings:
     """Read the environment; a bad value raises ConfigError naming the variable."""
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # an object-valued variable whose text is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        variable = f"{ENV_PREFIX}{found.group(1).upper()}" if found else "ISP_*"
+        why = "is not a JSON object"
+        raise ConfigError(
+            f"invalid configuration: {variable}: {why}",
+            errors=[{"variable": variable, "msg": why}],
+        ) from exc
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
+            field = NESTED.join(str(part) for part in error["loc"])
             why = str(error["msg"]).removeprefix("Value error, ")
             problems.append(f"{ENV_PREFIX}{field.upper()}: {why}")
         raise ConfigError(

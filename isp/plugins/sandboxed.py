@@ -83,9 +83,8 @@ async def start(
             plugin=source.name,
         ) from None
     grants = frozenset(granted)
-    spec = WorkerSpec(
-        source.name, source.path, Limits.from_settings(settings), network="network" in grants
-    )
+    limits = Limits.from_settings(settings, source.name)  # the operator's, never the plugin's
+    spec = WorkerSpec(source.name, source.path, limits, network="network" in grants)
     worker = SandboxedPlugin(
         spec,
         launcher=chosen,

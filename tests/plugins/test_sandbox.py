@@ -532,6 +532,37 @@ def test_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Limits.from_settings(load_settings()) == Limits(memory_mb=512, processes=64)
 
 
+def test_a_plugins_own_limits_from_the_environment_override_the_deployments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ISP_SANDBOX_MEMORY_MB", "512")
+    monkeypatch.setenv("ISP_SANDBOX_LIMITS__BILLING__MEMORY_MB", "2048")
+    monkeypatch.setenv("ISP_SANDBOX_LIMITS__BILLING__FILES", "64")
+    settings = load_settings()
+    assert Limits.from_settings(settings, "billing") == Limits(memory_mb=2048, files=64)
+    assert Limits.from_settings(settings, "other") == Limits(memory_mb=512)
+    assert Limits.from_settings(settings) == Limits(memory_mb=512)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("ISP_SANDBOX_LIMITS__BILLING__MEMROY_MB", "64", "ISP_SANDBOX_LIMITS__BILLING__MEMROY_MB"),
+        ("ISP_SANDBOX_LIMITS__BILLING__PROCESSES", "2", "ISP_SANDBOX_LIMITS__BILLING__PROCESSES"),
+        ("ISP_SANDBOX_LIMITS__BILLING__FILES", "many", "ISP_SANDBOX_LIMITS__BILLING__FILES"),
+        ("ISP_SANDBOX_LIMITS", '{"Bad-Name": {"files": 64}}', "ISP_SANDBOX_LIMITS"),
+        ("ISP_SANDBOX_LIMITS", "not json", "ISP_SANDBOX_LIMITS"),
+    ],
+)
+def test_a_bad_plugin_limit_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=f"{named}: ") as raised:
+        load_settings()
+    assert raised.value.extra["errors"][0]["variable"] == named
+
+
 def test_limits_come_from_settings() -> None:
     settings = Settings(sandbox_memory_mb=256, sandbox_cpu_seconds=30, sandbox_files=64,
                         sandbox_processes=8)  # fmt: skip

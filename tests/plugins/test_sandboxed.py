@@ -72,6 +72,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         sandbox_memory_mb=512,
         sandbox_processes=16,
         sandbox_cpu_seconds=60,
+        sandbox_limits={"limited": {"memory_mb": 256, "files": 64}},  # the operator's, one plugin
     )
 
 
@@ -589,6 +590,29 @@ async def test_an_upgrade_restarts_the_worker_and_calls_in_flight_finish_on_the_
     assert (await create(client, tokens, "now"))[1]["detail"] == "1.1.0"
     assert runtime.worker("versioned") is not old
     await gone(pids)
+
+
+LIMITS_PROBE = """
+import resource
+names = ("AS", "NOFILE", "NPROC")
+limits = [resource.getrlimit(getattr(resource, f"RLIMIT_{n}"))[0] for n in names]
+raise PluginError(repr(limits), status=418)
+"""
+
+
+async def test_a_plugins_own_limits_apply_to_its_worker_only(
+    client: Client, tokens: Tokens, runtime: PluginRuntime
+) -> None:
+    mb = 1024 * 1024
+    await install(client, tokens, hostile(LIMITS_PROBE, name="limited"))
+    status, problem = await create(client, tokens, "attack")
+    assert (status, problem["detail"]) == (418, repr([256 * mb, 64, 16])), problem
+    assert worker_of(runtime, "limited").spec.limits.memory_mb == 256
+    assert (await client.delete("/plugins/limited", headers=auth(tokens.admin))).status_code == 204
+
+    await install(client, tokens, hostile(LIMITS_PROBE))  # "hostile": the deployment's limits
+    status, problem = await create(client, tokens, "attack")
+    assert (status, problem["detail"]) == (418, repr([512 * mb, 256, 16])), problem
 
 
 async def test_without_bubblewrap_a_sandboxed_plugin_is_an_error_never_run_in_process(

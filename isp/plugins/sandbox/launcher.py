@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -38,14 +38,19 @@ class Limits:
     processes: int = 32
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        """The deployment's limits (``ISP_SANDBOX_*``); a plugin may be given others."""
-        return cls(
+    def from_settings(cls, settings: Settings, plugin: str | None = None) -> Limits:
+        """The deployment's limits (``ISP_SANDBOX_*``), with ``plugin``'s own where the
+        operator set them (``ISP_SANDBOX_LIMITS__<PLUGIN>__<LIMIT>``)."""
+        own = settings.sandbox_limits.get(plugin) if plugin is not None else None
+        chosen = cls(
             memory_mb=settings.sandbox_memory_mb,
             cpu_seconds=settings.sandbox_cpu_seconds,
             files=settings.sandbox_files,
             processes=settings.sandbox_processes,
         )
+        if own is None:
+            return chosen
+        return replace(chosen, **own.model_dump(exclude_none=True))
 
 
 @dataclass(frozen=True, slots=True)
