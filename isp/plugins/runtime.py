@@ -610,6 +610,7 @@ class PluginRuntime:
                 state.isolation = "sandbox"
             self._failed(state, exc.detail)
             return
+        await self._settings_store.refresh(state.name)  # the worker gets the stored values
         try:  # its lifecycle callbacks run in its worker
             await self._call(state, new, "on_load")
             if state.enabled:

@@ -17,6 +17,8 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from pydantic import BaseModel
+
 import isp
 from isp.config import Settings
 from isp.errors import PluginError, PluginInvalid
@@ -36,6 +38,7 @@ from isp.plugins.sandbox import (
     WorkerSpec,
 )
 from isp.plugins.settings import SettingsStore
+from isp.plugins.settings_schema import model_from_schema, worker_values
 from isp.plugins.snapshots import snapshot
 from isp.plugins.values import values_for
 
@@ -114,11 +117,41 @@ async def start(
             _entry(source.name, hook, worker, registry, declared.critical,
                    resolve_timeout(hook.timeout, declared.timeout), secrets="secrets" in grants)
         )  # fmt: skip
-    plugin: Plugin[None] = Plugin()
+    try:
+        plugin = _plugin(source.name, worker, settings)
+    except PluginInvalid:
+        await worker.stop()
+        raise
+    plugin.bind(manifest, settings_store)
+    _serve_settings(source.name, worker, plugin.settings_store, secrets="secrets" in grants)
+    return LoadedPlugin(source.name, source.path, manifest, plugin, {}, tuple(entries)), worker
+
+
+def _plugin(name: str, worker: SandboxedPlugin, settings: Settings) -> Plugin[Any]:
+    """The host's ``Plugin``: callbacks that call the worker's, and a stand-in of the
+    plugin's settings model (:mod:`isp.plugins.settings_schema`) when it has one."""
+    schema = worker.settings_schema
+    model = None if schema is None else model_from_schema(name, schema)
+    plugin: Plugin[Any] = Plugin(settings=model) if model is not None else Plugin()
     for callback, forward in _callbacks(worker, settings.hook_timeout).items():
         setattr(plugin, callback, forward)
-    plugin.bind(manifest, settings_store)
-    return LoadedPlugin(source.name, source.path, manifest, plugin, {}, tuple(entries)), worker
+    return plugin
+
+
+def _serve_settings(
+    name: str, worker: SandboxedPlugin, store: SettingsStore | None, *, secrets: bool
+) -> None:
+    """Send the worker the values in force now and after every change, until it stops."""
+    if store is None or store.model_of(name) is None:
+        return
+
+    def send(instance: BaseModel) -> None:
+        worker.configure(worker_values(instance, secrets=secrets))
+
+    worker.on_stop.append(store.watch(name, send))
+    current = store.current(name)
+    if current is not None:
+        send(current)
 
 
 def _callbacks(worker: SandboxedPlugin, timeout: float) -> dict[str, Callable[[], Any]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +37,6 @@ from isp.plugins.settings_values import (
 )
 
 if TYPE_CHECKING:
-
     from isp.crypto import SecretBox
 
 log = logging.getLogger("isp.plugins.settings")
@@ -65,6 +64,7 @@ class SettingsStore:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._watchers: dict[str, list[Callable[[BaseModel], None]]] = {}
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -77,12 +77,32 @@ class SettingsStore:
         previous = self._entries.get(name)
         decoded = previous.decoded if previous is not None else {}
         entry = self._entry(name, model, decoded, refreshed=False)
-        self._entries[name] = entry
+        self._set(name, entry)
         return entry.instance
 
     def forget(self, name: str) -> None:
         """Drop ``name`` (uninstalled, or its new version declares no settings)."""
         self._entries.pop(name, None)
+
+    def watch(self, name: str, listener: Callable[[BaseModel], None]) -> Callable[[], None]:
+        """Call ``listener`` with ``name``'s new instance whenever its values change
+        (register, refresh, update): how a sandboxed plugin's worker learns them. Returns
+        the function that stops it."""
+        listeners = self._watchers.setdefault(name, [])
+        listeners.append(listener)
+
+        def unwatch() -> None:
+            if listener in listeners:
+                listeners.remove(listener)
+
+        return unwatch
+
+    def assign(self, name: str, values: Mapping[str, Any]) -> None:
+        """Serve ``values`` (plain JSON, secrets in clear) as ``name``'s stored layer: in a
+        sandbox's worker, what the host sent; they are validated like stored values."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            self._set(name, self._entry(name, entry.model, dict(values), refreshed=True))
 
     def model_of(self, name: str) -> type[BaseModel] | None:
         entry = self._entries.get(name)
@@ -208,10 +228,18 @@ class SettingsStore:
                 extra={"plugin": name, "fields": changed},
             )
         latest = self._entries.get(name, entry)  # the model may have been reloaded meanwhile
-        self._entries[name] = self._entry(name, latest.model, {**decoded, **plain}, refreshed=True)
+        self._set(name, self._entry(name, latest.model, {**decoded, **plain}, refreshed=True))
         return self._entries[name].instance
 
     # -- internals -----------------------------------------------------------------------
+
+    def _set(self, name: str, entry: _Entry) -> None:
+        self._entries[name] = entry
+        for listener in list(self._watchers.get(name, ())):
+            try:
+                listener(entry.instance)
+            except Exception:  # one listener's bug must not fail a settings change
+                log.exception("plugin %s: settings listener failed", name, extra={"plugin": name})
 
     def _require(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -247,7 +275,7 @@ class SettingsStore:
         entry = self._entries.get(name)
         if entry is not None:
             decoded = self._decode(name, raw if isinstance(raw, dict) else {}, box)
-            self._entries[name] = self._entry(name, entry.model, decoded, refreshed=True)
+            self._set(name, self._entry(name, entry.model, decoded, refreshed=True))
 
     def _entry(
         self, name: str, model: type[BaseModel], decoded: Mapping[str, Any], *, refreshed: bool

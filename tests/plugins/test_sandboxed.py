@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
 import textwrap
 import threading
@@ -788,3 +790,108 @@ async def test_lifecycle_callbacks_run_in_the_worker_and_a_failing_one_refuses_t
     assert "on_load failed: HookCrashed: RuntimeError: nope" in (await refused.get_json())["detail"]
     assert runtime.version_of("cycle") == "1.0.0"  # the old version keeps serving
     assert worker_of(runtime, "cycle").state == "running"
+
+
+# --- settings ---------------------------------------------------------------------------
+
+SETTINGS_INIT = """
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from isp.plugins import Plugin
+
+class Settings(BaseModel):
+    greeting: str = "hello"
+    limit: int = Field(5, ge=1, le=10)
+    token: SecretStr | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("greeting")
+    @classmethod
+    def no_shouting(cls, value: str) -> str:  # what a JSON schema cannot say
+        if value.isupper():
+            raise ValueError("no shouting")
+        return value
+
+plugin = Plugin(settings=Settings)
+"""
+
+SETTINGS_SHOWN = """
+import json
+from isp.errors import PluginError
+from isp.plugins import registry
+from . import plugin
+
+@registry.hook("customer_created")
+def show(customer, db):
+    s = plugin.settings
+    token = None if s.token is None else s.token.get_secret_value()
+    raise PluginError(json.dumps([type(s).__name__, s.greeting, s.limit, token, s.tags]),
+                      status=418)
+"""
+
+
+def configurable(**manifest: Any) -> bytes:
+    return zip_of("tuned", plugin_files("tuned", init=SETTINGS_INIT, handlers=SETTINGS_SHOWN,
+                                        hooks=["customer_created"], **manifest))  # fmt: skip
+
+
+async def shown(client: Client, tokens: Tokens) -> list[Any]:
+    status, problem = await create(client, tokens, "show")
+    assert status == 418, problem
+    found: list[Any] = json.loads(problem["detail"])
+    return found
+
+
+async def put_settings(client: Client, tokens: Tokens, body: dict[str, Any]) -> Any:
+    return await client.put("/plugins/tuned/settings", json=body, headers=auth(tokens.admin))
+
+
+async def test_a_sandboxed_plugin_gets_its_stored_settings_and_every_change_without_secrets(
+    client: Client, tokens: Tokens, runtime: PluginRuntime
+) -> None:
+    await install(client, tokens, configurable())
+    assert await shown(client, tokens) == ["Settings", "hello", 5, None, []]
+
+    response = await put_settings(client, tokens, {"greeting": "hi", "limit": 7, "tags": ["a"],
+                                                   "token": "s3cret"})  # fmt: skip
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    got = await client.get("/plugins/tuned/settings", headers=auth(tokens.admin))
+    view = await got.get_json()
+    assert view["values"] == {"greeting": "hi", "limit": 7, "tags": ["a"], "token": "********"}
+    assert view["schema"]["title"] == "Settings"  # the plugin's own schema
+    assert view["schema"]["properties"]["limit"]["maximum"] == 10
+    # the plugin's own model, the new values at once; the secret stays out without the grant
+    assert await shown(client, tokens) == ["Settings", "hi", 7, None, ["a"]]
+
+    worker = worker_of(runtime, "tuned")
+    os.killpg(worker.pid, signal.SIGKILL)  # the next worker starts with the same values
+    await eventually(lambda: worker.pid is None)
+    await eventually(lambda: worker.pid is not None, within=10)
+    assert await shown(client, tokens) == ["Settings", "hi", 7, None, ["a"]]
+
+
+async def test_bad_settings_for_a_sandboxed_plugin_are_422_and_change_nothing(
+    client: Client, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    await install(client, tokens, configurable())
+
+    for body, field in (({"limit": 11}, "limit"), ({"tags": "a"}, "tags"), ({"nope": 1}, "nope")):
+        response = await put_settings(client, tokens, body)
+        assert response.status_code == 422, body
+        assert (await response.get_json())["errors"][0]["loc"] == ["body", field]
+    assert await shown(client, tokens) == ["Settings", "hello", 5, None, []]
+
+    # a value only the plugin's own validator refuses: the worker keeps the default, says why
+    assert (await put_settings(client, tokens, {"greeting": "HEY"})).status_code == 200
+    with caplog.at_level(logging.INFO, logger="isp.plugins.sandbox"):
+        assert await shown(client, tokens) == ["Settings", "hello", 5, None, []]
+    assert "setting greeting: stored value is invalid" in caplog.text
+
+
+async def test_a_granted_sandboxed_plugin_gets_its_secret_and_the_environment_wins(
+    client: Client, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISP_PLUGIN_TUNED__LIMIT", "9")
+    await install(client, tokens, configurable(permissions={"secrets": True}), "?grant=secrets")
+    assert (await put_settings(client, tokens, {"token": "s3cret"})).status_code == 200
+
+    assert await shown(client, tokens) == ["Settings", "hello", 9, "s3cret", []]

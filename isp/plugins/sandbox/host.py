@@ -133,6 +133,9 @@ class SandboxedPlugin:
         self.on_quarantine = on_quarantine
         self.hooks: tuple[SandboxHook, ...] = ()
         self.callbacks: tuple[str, ...] = ()  # the plugin's lifecycle callbacks: plugin.on_load
+        self.settings_schema: Any = None  # its settings model's JSON schema, as reported
+        self._settings: Mapping[str, Any] | None = None  # what every new worker is sent first
+        self.on_stop: list[Callable[[], None]] = []  # run once the plugin is stopped
         self._functions: dict[str, SandboxHook] = {}
         self.quarantined: str | None = None
         self.cold_start: float | None = None  # seconds the last start took
@@ -212,6 +215,14 @@ class SandboxedPlugin:
                 await asyncio.wait(ended.kv, timeout=self.grace / 2)  # within dispatch's grace
         return future.result()
 
+    def configure(self, values: Mapping[str, Any]) -> None:
+        """The plugin's settings changed: the running worker gets them before any later
+        call, and every worker started from now on gets them before its first."""
+        self._settings = dict(values)
+        process = self._process
+        if process is not None and process.proc.returncode is None:
+            write_message(process.writer, {"type": "settings", "values": self._settings})
+
     def _cancel(self, process: _Process, call_id: int, hook: str) -> None:
         """Cancel one call: an ``async def`` hook gets ``grace`` seconds to end; a ``def``
         hook cannot be cancelled in its thread, so its worker is killed (and restarted)."""
@@ -246,6 +257,9 @@ class SandboxedPlugin:
         for live in list(self._live):  # the current worker and any killed one not yet reaped
             self._kill(live, "the plugin's worker was stopped")
             await self._reap(live)
+        stopped, self.on_stop = self.on_stop, []
+        for callback in stopped:
+            callback()
 
     # -- worker lifecycle ------------------------------------------------------------
 
@@ -327,6 +341,9 @@ class SandboxedPlugin:
         for hook in self.hooks:
             if (undo := hook.compensation()) is not None:
                 self._functions.setdefault(undo.function, undo)
+        self.settings_schema = first.get("settings")
+        if self._settings is not None:  # ahead of every call on the socket
+            write_message(process.writer, {"type": "settings", "values": self._settings})
         self.cold_start = time.perf_counter() - started
         self._process = process
         self._spawn(process, self._serve(process))

@@ -4,9 +4,11 @@ The frames travel over a socket pair of their own, never over the worker's stdou
 whatever a plugin prints cannot corrupt them. Message types:
 
 host -> worker: ``call`` {id, hook, subject, named}; ``cancel`` {id} (the caller gave
-up: an ``async def`` hook is cancelled); ``kv_reply`` {id, value} or {id, error}.
-worker -> host: ``ready`` {hooks}; ``result`` {id, value}; ``error`` {id, kind, status,
-message} (kind ``plugin``: a ``PluginError``; ``crash``: any other exception);
+up: an ``async def`` hook is cancelled); ``kv_reply`` {id, value} or {id, error};
+``settings`` {values} (the plugin's settings changed; sent before any later call).
+worker -> host: ``ready`` {hooks, callbacks, settings: its settings' JSON schema};
+``result`` {id, value}; ``error`` {id, kind, status, message} (kind ``plugin``: a
+``PluginError``; ``crash``: any other exception);
 ``kv`` {id, call, op, key, value} (get / put / delete in the plugin's own store, run by
 the host); ``log`` {level, message}.
 """

@@ -218,10 +218,12 @@ class Callback:
 CALLBACK_PREFIX = "plugin."  # "plugin.on_load": what the host calls a callback by
 
 
-def load(name: str, folder: str) -> tuple[dict[str, Any], dict[str, Callback]]:
+def load(name: str, folder: str) -> tuple[dict[str, Any], dict[str, Callback], Any]:
     """Import the plugin with the service's loader: same module names, same checks.
 
-    Returns its hooks by function and its lifecycle callbacks by ``plugin.<callback>``."""
+    Returns its hooks by function, its lifecycle callbacks by ``plugin.<callback>`` and
+    the JSON schema of its settings model (None without one), from which the host
+    rebuilds the model it validates the operator's values with."""
     from pathlib import Path
 
     from isp.plugins.discovery import describe
@@ -241,7 +243,24 @@ def load(name: str, folder: str) -> tuple[dict[str, Any], dict[str, Callback]]:
         found = loaded.plugin.callback(callback)
         if found is not None:
             callbacks[f"{CALLBACK_PREFIX}{callback}"] = Callback(found)
-    return {entry.function: entry for entry in loaded.entries}, callbacks
+    model = loaded.plugin.settings_model
+    try:
+        schema = None if model is None else model.model_json_schema()
+    except Exception as exc:  # noqa: BLE001 - PydanticUserError and the like
+        raise RuntimeError(
+            f"its settings model cannot be described as a JSON schema ({exc}), which a "
+            "sandboxed plugin's settings need: use JSON types"
+        ) from None
+    return {entry.function: entry for entry in loaded.entries}, callbacks, schema
+
+
+def configure(name: str, values: Any) -> None:
+    """Serve the settings the host sent (stored and environment values, secrets only
+    with the grant); the plugin's own model validates them, as it does stored values."""
+    from isp.plugins.settings import settings_store
+
+    if isinstance(values, Mapping):
+        settings_store.current().assign(name, values)
 
 
 def _undo(entry: Any) -> dict[str, Any] | None:
@@ -254,7 +273,7 @@ async def serve(config: Mapping[str, Any]) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     logging.basicConfig(level=logging.INFO, handlers=[HostLog(writer)])
     try:
-        hooks, callbacks = load(str(config["name"]), str(config["folder"]))
+        hooks, callbacks, schema = load(str(config["name"]), str(config["folder"]))
     except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
         detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
         write_message(writer, {"type": "fatal", "message": str(detail)})
@@ -267,10 +286,13 @@ async def serve(config: Mapping[str, Any]) -> int:
     hooks.update({u.function: u for e in list(hooks.values()) if (u := e.compensation)})
     worker = Worker(writer, {**hooks, **callbacks})
     lifecycle = [{"function": f, "is_async": c.is_async} for f, c in callbacks.items()]
-    write_message(writer, {"type": "ready", "hooks": listed, "callbacks": lifecycle})
+    write_message(writer, {"type": "ready", "hooks": listed, "callbacks": lifecycle,
+                           "settings": schema})  # fmt: skip
     while (message := await read_message(reader)) is not None:
         if message["type"] == "call":
             worker.start_call(message)
+        elif message["type"] == "settings":
+            configure(str(config["name"]), message.get("values"))
         elif message["type"] == "kv_reply":
             worker.kv_reply(message)
         elif message["type"] == "cancel":
