@@ -895,3 +895,28 @@ async def test_a_granted_sandboxed_plugin_gets_its_secret_and_the_environment_wi
     assert (await put_settings(client, tokens, {"token": "s3cret"})).status_code == 200
 
     assert await shown(client, tokens) == ["Settings", "hello", 9, "s3cret", []]
+
+
+UNDESCRIBABLE = """
+import socket
+from pydantic import BaseModel, ConfigDict
+from isp.plugins import Plugin
+
+class Settings(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    peer: socket.socket | None = None
+
+plugin = Plugin(settings=Settings)
+"""
+
+
+async def test_settings_without_a_json_schema_refuse_the_upload_for_the_sandbox(
+    client: Client, tokens: Tokens
+) -> None:
+    files = plugin_files("opaque", init=UNDESCRIBABLE, hooks=[])
+
+    response = await upload(client, tokens.admin, zip_of("opaque", files))
+
+    assert response.status_code == 422, await response.get_data(as_text=True)
+    assert "cannot be described as a JSON schema" in (await response.get_json())["detail"]
+    assert (await client.get("/plugins/opaque", headers=auth(tokens.admin))).status_code == 404
