@@ -853,10 +853,10 @@ class Outbox:
         rows, self._acks = self._acks, []
         if not rows:
             return
+        conn = get_connection("default")
+        values = [now(), self.instance, _ids(conn, [r.id for r in rows])]
         try:
-            await OutboxRow.filter(id__in=[r.id for r in rows], claimed_by=self.instance).update(
-                status=DELIVERED, delivered_at=now(), claimed_by=None, lease_until=None
-            )
+            await conn.execute_query(_DELIVERED[conn.capabilities.dialect], values)
         except DatabaseUnavailable:
             # logged once by the database client; the claims lapse, the rows go out again
             log.warning("outbox: recording %s deliveries failed: database unavailable", len(rows))
@@ -870,6 +870,24 @@ class Outbox:
     def note_waiting(self, ordering_key: str) -> None:
         """A row was written behind an unfinished one for the same plugin and object."""
         self._waiting[ordering_key] += 1
+
+
+_DELIVERED: Final = {
+    dialect: (
+        f"UPDATE \"outbox\" SET \"status\" = '{DELIVERED}', \"delivered_at\" = {p}1, "
+        f'"claimed_by" = NULL, "lease_until" = NULL WHERE "claimed_by" = {p}2 AND {ids}'
+    )
+    for dialect, p, ids in (
+        ("sqlite", "?", '"id" IN (SELECT "value" FROM json_each(?3))'),
+        ("postgres", "$", '"id" = ANY(CAST($3 AS BIGINT[]))'),
+    )
+}
+"""Successes recorded: one statement whatever their number (prepared once per connection)."""
+
+
+def _ids(conn: BaseDBAsyncClient, ids: list[int]) -> Any:
+    """``ids`` as ``_DELIVERED`` takes them: a JSON array on SQLite, an array on PostgreSQL."""
+    return _dumps(ids) if conn.capabilities.dialect == "sqlite" else ids
 
 
 def _reason(error: BaseException) -> str:
