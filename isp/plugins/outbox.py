@@ -333,27 +333,55 @@ def _fields(
     }
 
 
+_COLUMNS: Final = (
+    ("key", "VARCHAR(36)"),
+    ("kind", "VARCHAR(32)"),
+    ("event", "VARCHAR(64)"),
+    ("plugin", "VARCHAR(64)"),
+    ("hook", "VARCHAR(255)"),
+    ("subject_model", "VARCHAR(128)"),
+    ("subject_id", "VARCHAR(64)"),
+    ("relations", "JSONB"),
+    ("args", "JSONB"),
+    ("ordering_key", "VARCHAR(255)"),
+    ("status", "VARCHAR(16)"),
+    ("attempt_limit", "INT"),
+    ("next_attempt_at", "TIMESTAMP WITH TIME ZONE"),
+    ("created_at", "TIMESTAMP WITH TIME ZONE"),
+)
+"""The columns ``_INSERTS`` takes as parameters 1-14 (15: the instance, 16: the lease's
+end), with their PostgreSQL types (an INSERT ... SELECT does not infer them)."""
+
 _INSERT: Final = (
-    'INSERT INTO "outbox" ("key", "kind", "event", "plugin", "hook", "subject_model", '
-    '"subject_id", "relations", "args", "ordering_key", "status", "attempt_limit", '
-    '"next_attempt_at", "created_at", "attempts", "claimed_by", "lease_until") '
-    "VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6, {p}7, {p}8, {p}9, {p}10, {p}11, {p}12, "
-    "{p}13, {p}14, CASE WHEN {busy} THEN 0 ELSE 1 END, CASE WHEN {busy} THEN NULL ELSE "
-    "{p}15 END, CASE WHEN {busy} THEN NULL ELSE {lease} END) "
+    # whether an earlier row of this plugin for this object is unfinished: looked up
+    # once (a materialized CTE), not once for each column that depends on it
+    'WITH "earlier" AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM "outbox" WHERE '
+    "\"status\" = 'pending' AND \"ordering_key\" = {ordering_key}) AS \"busy\") "
+    'INSERT INTO "outbox" ({columns}, "attempts", "claimed_by", "lease_until") '
+    'SELECT {values}, CASE WHEN "busy" THEN 0 ELSE 1 END, '
+    'CASE WHEN "busy" THEN NULL ELSE {instance} END, '
+    'CASE WHEN "busy" THEN NULL ELSE {lease} END FROM "earlier" '
     'RETURNING "id", "claimed_by"'
 )
-_BUSY: Final = (
-    "EXISTS (SELECT 1 FROM \"outbox\" WHERE \"status\" = 'pending' AND "
-    '"ordering_key" = {key})'
-)
+
+
+def _insert(placeholder: Callable[[int, str], str]) -> str:
+    values = [placeholder(n, kind) for n, (_, kind) in enumerate(_COLUMNS, 1)]
+    return _INSERT.format(
+        columns=", ".join(f'"{name}"' for name, _ in _COLUMNS),
+        values=", ".join(values),
+        ordering_key=values[9],
+        instance=placeholder(15, "VARCHAR(64)"),
+        lease=placeholder(16, "TIMESTAMP WITH TIME ZONE"),
+    )
+
+
 _INSERTS: Final = {
-    "sqlite": _INSERT.format(p="?", busy=_BUSY.format(key="?10"), lease="?16"),
-    "postgres": _INSERT.format(
-        p="$",
-        busy=_BUSY.format(key="CAST($10 AS VARCHAR(255))"),
-        lease="CAST($16 AS TIMESTAMP WITH TIME ZONE)",
-    ),
+    "sqlite": _insert(lambda n, _kind: f"?{n}"),
+    "postgres": _insert(lambda n, kind: f"CAST(${n} AS {kind})"),
 }
+"""A row written claimed for an instance, unless an unfinished row of its plugin for its
+object exists (then unclaimed, behind it): one statement, answering id and claim."""
 
 
 def _json(value: list[str] | dict[str, Any]) -> str:
