@@ -4,10 +4,11 @@ A workflow's after-commit hooks do not run inside it: :func:`enqueue_after_commi
 owes one :class:`~isp.plugins.models.OutboxRow` per hook, which :func:`commit` writes in
 the workflow's own transaction together with its COMMIT (on SQLite in the same call to
 the database's thread), so a delivery exists exactly when the commit happened (a
-rolled-back workflow leaves none). After the commit, the instance that committed delivers at once
-(:func:`transaction` hands it the rows); a poller on every instance delivers what is
-left: rows of a process that died before delivering, retries after a failure, rows
-another kind of caller wrote (:func:`enqueue`, e.g. compensations to retry).
+rolled-back workflow leaves none). After the commit, the instance that committed
+delivers at once (:func:`transaction` hands it the rows); a poller on every instance
+delivers what is left: rows of a process that died before delivering, retries after a
+failure, rows another kind of caller wrote (:func:`enqueue`, e.g. compensations to
+retry).
 
 Delivery is at least once. Every attempt carries the row's idempotency key
 (``delivery.id``) and its attempt number. An instance claims a row with a lease
