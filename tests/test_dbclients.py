@@ -8,6 +8,7 @@ held. ``tests/faults/`` crashes and pauses a real server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -148,11 +149,12 @@ async def test_a_sqlite_statement_past_the_deadline_is_interrupted_and_the_next_
 
 
 async def test_statements_run_with_the_commit_and_one_that_fails_commits_nothing(
-    app: Quart,
+    app: Quart, settings: Settings
 ) -> None:
     """``commit_after`` (the outbox's rows, written with the workflow's COMMIT): the rows
-    each statement returned, all committed; a statement that fails commits none of them
-    and leaves the transaction to roll back, the connection serving on."""
+    each statement returned, committed as another connection sees them; a statement that
+    fails commits none of them and leaves the transaction to roll back, the client
+    serving on."""
     connection = get_connection("default")
     if connection.capabilities.dialect == "sqlite":
         values = "?1, ?2, ?3, ?4"
@@ -162,14 +164,29 @@ async def test_statements_run_with_the_commit_and_one_that_fails_commits_nothing
         'INSERT INTO "plugin_value" ("plugin", "key", "value", "updated_at") '
         f'VALUES ({values}) RETURNING "id", "key"'
     )
+
+    async def committed() -> list[str]:
+        """The keys another connection sees (SQLite's client has one connection only)."""
+        query = 'SELECT "key" FROM "plugin_value" ORDER BY "id"'
+        if connection.capabilities.dialect != "sqlite":
+            return [row["key"] for row in await connection.execute_query_dict(query)]
+        path = settings.database_url.removeprefix("sqlite://")
+
+        def read() -> list[str]:
+            with contextlib.closing(sqlite3.connect(path)) as other:
+                return [key for (key,) in other.execute(query)]
+
+        return await asyncio.to_thread(read)
+
     at = datetime.now(UTC)
     async with in_transaction() as conn:
         found = await conn.commit_after(insert, [["p", "a", "1", at], ["p", "b", "2", at]])
     assert [row["key"] for row in found] == ["a", "b"]
-    assert conn._finalized
+    assert await committed() == ["a", "b"]
 
     with pytest.raises(IntegrityError):
         async with in_transaction() as conn:
             await conn.commit_after(insert, [["p", "c", "3", at], ["p", "a", "4", at]])
-    keys = await connection.execute_query_dict('SELECT "key" FROM "plugin_value" ORDER BY "id"')
-    assert [row["key"] for row in keys] == ["a", "b"]  # "c" rolled back with the duplicate
+    assert await committed() == ["a", "b"]  # "c" rolled back with the duplicate
+    mine = await connection.execute_query_dict('SELECT "key" FROM "plugin_value" ORDER BY "id"')
+    assert [row["key"] for row in mine] == ["a", "b"]  # the client's connection serves on
