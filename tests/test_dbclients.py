@@ -8,14 +8,17 @@ held. ``tests/faults/`` crashes and pauses a real server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from quart import Quart
 from tortoise.connection import get_connection
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from isp.app import create_app
@@ -143,3 +146,47 @@ async def test_a_sqlite_statement_past_the_deadline_is_interrupted_and_the_next_
     started = time.monotonic()
     assert (await connection.execute_query("SELECT 1 AS one"))[1][0]["one"] == 1
     assert time.monotonic() - started < 0.5  # not queued behind the runaway statement
+
+
+async def test_statements_run_with_the_commit_and_one_that_fails_commits_nothing(
+    app: Quart, settings: Settings
+) -> None:
+    """``commit_after`` (the outbox's rows, written with the workflow's COMMIT): the rows
+    each statement returned, committed as another connection sees them; a statement that
+    fails commits none of them and leaves the transaction to roll back, the client
+    serving on."""
+    connection = get_connection("default")
+    if connection.capabilities.dialect == "sqlite":
+        values = "?1, ?2, ?3, ?4"
+    else:
+        values = "$1, $2, CAST($3 AS JSONB), $4"
+    insert = (
+        'INSERT INTO "plugin_value" ("plugin", "key", "value", "updated_at") '
+        f'VALUES ({values}) RETURNING "id", "key"'
+    )
+
+    async def committed() -> list[str]:
+        """The keys another connection sees (SQLite's client has one connection only)."""
+        query = 'SELECT "key" FROM "plugin_value" ORDER BY "id"'
+        if connection.capabilities.dialect != "sqlite":
+            return [row["key"] for row in await connection.execute_query_dict(query)]
+        path = settings.database_url.removeprefix("sqlite://")
+
+        def read() -> list[str]:
+            with contextlib.closing(sqlite3.connect(path)) as other:
+                return [key for (key,) in other.execute(query)]
+
+        return await asyncio.to_thread(read)
+
+    at = datetime.now(UTC)
+    async with in_transaction() as conn:
+        found = await conn.commit_after(insert, [["p", "a", "1", at], ["p", "b", "2", at]])
+    assert [row["key"] for row in found] == ["a", "b"]
+    assert await committed() == ["a", "b"]
+
+    with pytest.raises(IntegrityError):
+        async with in_transaction() as conn:
+            await conn.commit_after(insert, [["p", "c", "3", at], ["p", "a", "4", at]])
+    assert await committed() == ["a", "b"]  # "c" rolled back with the duplicate
+    mine = await connection.execute_query_dict('SELECT "key" FROM "plugin_value" ORDER BY "id"')
+    assert [row["key"] for row in mine] == ["a", "b"]  # the client's connection serves on

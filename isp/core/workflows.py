@@ -99,7 +99,7 @@ async def workflow_transaction() -> AsyncIterator[BaseDBAsyncClient]:
                 yield conn
                 transaction = cast(TransactionalDBClient, conn)
                 try:
-                    await transaction.commit()
+                    await outbox.commit(conn)  # with the outbox rows the workflow owes
                 except Exception as exc:
                     why = f"{type(exc).__name__}: {exc}"[:300]
                     failed = CommitFailed(

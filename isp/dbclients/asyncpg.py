@@ -90,6 +90,13 @@ class BoundedAsyncpgTransaction(TransactionWrapper, BoundedAsyncpgClient):
     async def commit(self) -> None:
         await self._bounded(super().commit)
 
+    async def commit_after(self, query: str, values: list[list[Any]]) -> list[dict[str, Any]]:
+        """Run ``query`` once per list of ``values``, then COMMIT; the first row each run
+        returned. If a statement fails, nothing is committed (the caller rolls back)."""
+        found = [(await self.execute_query_dict(query, params))[0] for params in values]
+        await self.commit()
+        return found
+
     async def rollback(self) -> None:
         if self._broken:  # the terminated connection took the transaction with it
             self._finalized = True

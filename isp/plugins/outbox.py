@@ -1,12 +1,14 @@
 """The outbox: deliveries owed to plugins, written in a transaction, run after it commits.
 
 A workflow's after-commit hooks do not run inside it: :func:`enqueue_after_commit`
-writes one :class:`~isp.plugins.models.OutboxRow` per hook in the workflow's own
-transaction, so a delivery exists exactly when the commit happened (a rolled-back
-workflow leaves none). After the commit, the instance that committed delivers at once
-(:func:`transaction` hands it the rows); a poller on every instance delivers what is
-left: rows of a process that died before delivering, retries after a failure, rows
-another kind of caller wrote (:func:`enqueue`, e.g. compensations to retry).
+owes one :class:`~isp.plugins.models.OutboxRow` per hook, which :func:`commit` writes in
+the workflow's own transaction together with its COMMIT (on SQLite in the same call to
+the database's thread), so a delivery exists exactly when the commit happened (a
+rolled-back workflow leaves none). After the commit, the instance that committed
+delivers at once (:func:`transaction` hands it the rows); a poller on every instance
+delivers what is left: rows of a process that died before delivering, retries after a
+failure, rows another kind of caller wrote (:func:`enqueue`, e.g. compensations to
+retry).
 
 Delivery is at least once. Every attempt carries the row's idempotency key
 (``delivery.id``) and its attempt number. An instance claims a row with a lease
@@ -42,10 +44,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from time import monotonic
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
 from tortoise import Tortoise
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.connection import get_connection
 from tortoise.expressions import F, Q
 from tortoise.functions import Min
@@ -157,12 +159,25 @@ class _Written:
     args: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _Buffered:
+    """A workflow's row not written yet: :func:`commit` writes it with the COMMIT."""
+
+    fields: dict[str, Any]
+    subject: Any
+    args: dict[str, Any]
+
+
 @dataclass(slots=True)
 class _Scope:
-    """The rows one :func:`transaction` wrote, handed to the deliverer once it committed."""
+    """The rows one :func:`transaction` wrote, handed to the deliverer once it committed,
+    and the workflow's rows it still has to write (with the COMMIT, :func:`commit`)."""
 
     claimed: list[_Written] = field(default_factory=list)
     deferred: int = 0
+    conn: BaseDBAsyncClient | None = None
+    outbox: Outbox | None = None
+    buffered: list[_Buffered] = field(default_factory=list)
 
 
 _SCOPE: ContextVar[_Scope | None] = ContextVar("isp_outbox_scope", default=None)
@@ -178,18 +193,55 @@ def bind(outbox: Outbox) -> Token[Outbox | None]:
 async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
     """``in_transaction()`` whose after-commit rows are delivered right after the commit.
 
-    Without it the rows are still written and delivered, by the next poll.
+    The rows :func:`enqueue_after_commit` owes are written with the COMMIT: by
+    :func:`commit` if the body commits itself (it must commit through it), else when the
+    body ends. Without this context the rows are written at once and delivered by the
+    next poll.
     """
     scope = _Scope()
     token = _SCOPE.set(scope)
     try:
         async with in_transaction() as conn:
+            scope.conn = conn
             yield conn
+            if scope.buffered:
+                await commit(conn)
     finally:
         _SCOPE.reset(token)
     outbox = _CURRENT.get()
     if outbox is not None and (scope.claimed or scope.deferred):
         outbox.committed(scope.claimed, scope.deferred)
+
+
+async def commit(conn: BaseDBAsyncClient) -> None:
+    """Commit ``conn``'s transaction, writing the after-commit rows it owes in the same
+    call to the database (SQLite: one hop to its thread for the INSERTs and the COMMIT).
+
+    If writing a row fails nothing is committed; the transaction stays open for the
+    caller to roll back, as after a failed COMMIT.
+    """
+    transaction = cast(TransactionalDBClient, conn)
+    scope = _SCOPE.get()
+    if scope is None or scope.conn is not conn or not scope.buffered:
+        await transaction.commit()
+        return
+    outbox, buffered = scope.outbox, scope.buffered
+    assert outbox is not None  # rows are buffered for the outbox bound when they were
+    statement = _INSERTS[conn.capabilities.dialect]
+    values = [_claimed_values(item.fields, outbox) for item in buffered]
+    found = await cast(_CommitsAfter, conn).commit_after(statement, values)
+    scope.buffered = []
+    for item, answer in zip(buffered, found, strict=True):
+        _handed(answer, item.fields, outbox, scope, item.subject, item.args)
+
+
+class _CommitsAfter(Protocol):
+    """The project's transaction clients (:mod:`isp.dbclients`): statements run with the
+    COMMIT in one call."""
+
+    async def commit_after(
+        self, query: str, values: list[list[Any]]
+    ) -> list[dict[str, Any]]: ...
 
 
 async def enqueue(
@@ -213,6 +265,7 @@ async def enqueue(
     written = await _write(kind, event, plugin, hook, subject, args, conn)
     if isinstance(written, OutboxRow):
         return written
+    assert written is not None  # only enqueue_after_commit's rows are buffered
     # written claimed in a transaction (the workflows' path builds no instance): read back
     return await OutboxRow.get(id=written.row.id, using_db=conn)
 
@@ -225,9 +278,13 @@ async def _write(
     subject: Model | None,
     args: Mapping[str, Any] | None,
     conn: BaseDBAsyncClient | None,
-) -> OutboxRow | _Written:
+    *,
+    buffer: bool = False,
+) -> OutboxRow | _Written | None:
     """:func:`enqueue`, without building a model instance for a row written claimed in
-    a :func:`transaction` (the workflow's path: the instance is built after the commit)."""
+    a :func:`transaction` (the workflow's path: the instance is built after the commit).
+    ``buffer``: a row for the transaction of the enclosing :func:`transaction` is kept
+    until its :func:`commit` writes it (None is returned)."""
     outbox = _CURRENT.get()
     scope = _SCOPE.get() if conn is not None else None
     kept = {name: value for name, value in (args or {}).items() if name != "db"}
@@ -240,6 +297,10 @@ async def _write(
         elif scope is not None:
             scope.deferred += 1  # held: the poller delivers it once the plugin may run
         return row
+    if buffer and scope.conn is conn:
+        scope.outbox = outbox
+        scope.buffered.append(_Buffered(fields, subject, kept))
+        return None
     return await _insert_claimed(conn, fields, outbox, scope, subject, kept)
 
 
@@ -274,27 +335,55 @@ def _fields(
     }
 
 
+_COLUMNS: Final = (
+    ("key", "VARCHAR(36)"),
+    ("kind", "VARCHAR(32)"),
+    ("event", "VARCHAR(64)"),
+    ("plugin", "VARCHAR(64)"),
+    ("hook", "VARCHAR(255)"),
+    ("subject_model", "VARCHAR(128)"),
+    ("subject_id", "VARCHAR(64)"),
+    ("relations", "JSONB"),
+    ("args", "JSONB"),
+    ("ordering_key", "VARCHAR(255)"),
+    ("status", "VARCHAR(16)"),
+    ("attempt_limit", "INT"),
+    ("next_attempt_at", "TIMESTAMP WITH TIME ZONE"),
+    ("created_at", "TIMESTAMP WITH TIME ZONE"),
+)
+"""The columns ``_INSERTS`` takes as parameters 1-14 (15: the instance, 16: the lease's
+end), with their PostgreSQL types (an INSERT ... SELECT does not infer them)."""
+
 _INSERT: Final = (
-    'INSERT INTO "outbox" ("key", "kind", "event", "plugin", "hook", "subject_model", '
-    '"subject_id", "relations", "args", "ordering_key", "status", "attempt_limit", '
-    '"next_attempt_at", "created_at", "attempts", "claimed_by", "lease_until") '
-    "VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6, {p}7, {p}8, {p}9, {p}10, {p}11, {p}12, "
-    "{p}13, {p}14, CASE WHEN {busy} THEN 0 ELSE 1 END, CASE WHEN {busy} THEN NULL ELSE "
-    "{p}15 END, CASE WHEN {busy} THEN NULL ELSE {lease} END) "
+    # whether an earlier row of this plugin for this object is unfinished: looked up
+    # once (a materialized CTE), not once for each column that depends on it
+    'WITH "earlier" AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM "outbox" WHERE '
+    "\"status\" = 'pending' AND \"ordering_key\" = {ordering_key}) AS \"busy\") "
+    'INSERT INTO "outbox" ({columns}, "attempts", "claimed_by", "lease_until") '
+    'SELECT {values}, CASE WHEN "busy" THEN 0 ELSE 1 END, '
+    'CASE WHEN "busy" THEN NULL ELSE {instance} END, '
+    'CASE WHEN "busy" THEN NULL ELSE {lease} END FROM "earlier" '
     'RETURNING "id", "claimed_by"'
 )
-_BUSY: Final = (
-    "EXISTS (SELECT 1 FROM \"outbox\" WHERE \"status\" = 'pending' AND "
-    '"ordering_key" = {key})'
-)
+
+
+def _insert(placeholder: Callable[[int, str], str]) -> str:
+    values = [placeholder(n, kind) for n, (_, kind) in enumerate(_COLUMNS, 1)]
+    return _INSERT.format(
+        columns=", ".join(f'"{name}"' for name, _ in _COLUMNS),
+        values=", ".join(values),
+        ordering_key=values[9],
+        instance=placeholder(15, "VARCHAR(64)"),
+        lease=placeholder(16, "TIMESTAMP WITH TIME ZONE"),
+    )
+
+
 _INSERTS: Final = {
-    "sqlite": _INSERT.format(p="?", busy=_BUSY.format(key="?10"), lease="?16"),
-    "postgres": _INSERT.format(
-        p="$",
-        busy=_BUSY.format(key="CAST($10 AS VARCHAR(255))"),
-        lease="CAST($16 AS TIMESTAMP WITH TIME ZONE)",
-    ),
+    "sqlite": _insert(lambda n, _kind: f"?{n}"),
+    "postgres": _insert(lambda n, kind: f"CAST(${n} AS {kind})"),
 }
+"""A row written claimed for an instance, unless an unfinished row of its plugin for its
+object exists (then unclaimed, behind it): one statement, answering id and claim."""
 
 
 def _json(value: list[str] | dict[str, Any]) -> str:
@@ -313,9 +402,16 @@ async def _insert_claimed(
     its object exists: one statement, so the workflow pays one round trip and builds
     no model instance. A claimed row is handed to ``scope`` (delivered after the
     commit); one queued behind the earlier row is returned as a model instance."""
+    values = _claimed_values(fields, outbox)
+    found = (await conn.execute_query_dict(_INSERTS[conn.capabilities.dialect], values))[0]
+    return _handed(found, fields, outbox, scope, subject, args)
+
+
+def _claimed_values(fields: dict[str, Any], outbox: Outbox) -> list[Any]:
+    """The parameters of ``_INSERTS`` for a row written claimed by ``outbox``."""
     at = fields["created_at"]
     lease_until = at + timedelta(seconds=outbox.lease)
-    values = [
+    return [
         fields["key"],
         fields["kind"],
         fields["event"],
@@ -333,7 +429,19 @@ async def _insert_claimed(
         outbox.instance,
         lease_until,
     ]
-    found = (await conn.execute_query_dict(_INSERTS[conn.capabilities.dialect], values))[0]
+
+
+def _handed(
+    found: dict[str, Any],
+    fields: dict[str, Any],
+    outbox: Outbox,
+    scope: _Scope,
+    subject: Any,
+    args: dict[str, Any],
+) -> OutboxRow | _Written:
+    """What ``_INSERTS`` answered for a row: claimed, it is handed to ``scope``; queued
+    behind an earlier row, it is returned as a model instance."""
+    at = fields["created_at"]
     if found["claimed_by"] is None:  # an earlier delivery to this plugin for this object
         scope.deferred += 1
         outbox.note_waiting(fields["ordering_key"])
@@ -366,7 +474,9 @@ async def enqueue_after_commit(
 ) -> None:
     """One row per enabled after-commit hook of ``event``, in the workflow's transaction."""
     for entry in registry.after_commit_hooks(event):
-        await _write(AFTER_COMMIT, event, entry.plugin, entry.function, subject, extra, conn)
+        await _write(
+            AFTER_COMMIT, event, entry.plugin, entry.function, subject, extra, conn, buffer=True
+        )
 
 
 def _reference(subject: Model | None) -> tuple[str | None, str | None, list[str]]:
@@ -773,10 +883,10 @@ class Outbox:
         rows, self._acks = self._acks, []
         if not rows:
             return
+        conn = get_connection("default")
+        values = [now(), self.instance, _ids(conn, [r.id for r in rows])]
         try:
-            await OutboxRow.filter(id__in=[r.id for r in rows], claimed_by=self.instance).update(
-                status=DELIVERED, delivered_at=now(), claimed_by=None, lease_until=None
-            )
+            await conn.execute_query(_DELIVERED[conn.capabilities.dialect], values)
         except DatabaseUnavailable:
             # logged once by the database client; the claims lapse, the rows go out again
             log.warning("outbox: recording %s deliveries failed: database unavailable", len(rows))
@@ -790,6 +900,24 @@ class Outbox:
     def note_waiting(self, ordering_key: str) -> None:
         """A row was written behind an unfinished one for the same plugin and object."""
         self._waiting[ordering_key] += 1
+
+
+_DELIVERED: Final = {
+    dialect: (
+        f"UPDATE \"outbox\" SET \"status\" = '{DELIVERED}', \"delivered_at\" = {p}1, "
+        f'"claimed_by" = NULL, "lease_until" = NULL WHERE "claimed_by" = {p}2 AND {ids}'
+    )
+    for dialect, p, ids in (
+        ("sqlite", "?", '"id" IN (SELECT "value" FROM json_each(?3))'),
+        ("postgres", "$", '"id" = ANY(CAST($3 AS BIGINT[]))'),
+    )
+}
+"""Successes recorded: one statement whatever their number (prepared once per connection)."""
+
+
+def _ids(conn: BaseDBAsyncClient, ids: list[int]) -> Any:
+    """``ids`` as ``_DELIVERED`` takes them: a JSON array on SQLite, an array on PostgreSQL."""
+    return _dumps(ids) if conn.capabilities.dialect == "sqlite" else ids
 
 
 def _reason(error: BaseException) -> str:
