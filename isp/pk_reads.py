@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from tortoise.models import Model
 
+from isp.dbclients.asyncpg import BoundedAsyncpgClient
 from isp.dbclients.sqlite import BoundedSqliteClient
 
 M = TypeVar("M", bound=Model)
@@ -47,7 +48,7 @@ async def get_by_pk(model: type[M], pk: Any) -> M | None:
     values = list(params)
     values[index] = model._meta.pk.to_db_value(pk, model)
     rows: Sequence[Any]
-    if isinstance(db, BoundedSqliteClient):
+    if isinstance(db, BoundedSqliteClient | BoundedAsyncpgClient):
         rows = await db.execute_read(sql, values)
     else:
         _, rows = await db.execute_query(sql, values)
