@@ -5,14 +5,20 @@ rendering): about three quarters of the cost of ``Model.get_or_none(id=...)`` on
 The statement for "this model by primary key" never changes, so it is rendered once
 (by Tortoise itself) and the row becomes an instance the way Tortoise's executor does
 it, through ``Model._init_from_db``. The connection is looked up on every call, so a
-read inside ``in_transaction()`` still runs on the transaction's connection.
+read inside ``in_transaction()`` still runs on the transaction's connection; on SQLite
+one outside a transaction runs on a query-only connection of its own
+(:mod:`isp.dbclients.sqlite_readers`), not behind the read-write connection's lock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from tortoise.models import Model
+
+from isp.dbclients.asyncpg import BoundedAsyncpgClient
+from isp.dbclients.sqlite import BoundedSqliteClient
 
 M = TypeVar("M", bound=Model)
 
@@ -41,7 +47,11 @@ async def get_by_pk(model: type[M], pk: Any) -> M | None:
     sql, params, index = _statement(model, db.capabilities.dialect)
     values = list(params)
     values[index] = model._meta.pk.to_db_value(pk, model)
-    _, rows = await db.execute_query(sql, values)
+    rows: Sequence[Any]
+    if isinstance(db, BoundedSqliteClient | BoundedAsyncpgClient):
+        rows = await db.execute_read(sql, values)
+    else:
+        _, rows = await db.execute_query(sql, values)
     if not rows:
         return None
     if len(rows) > 1:  # a primary key cannot repeat; kept for parity with get_or_none

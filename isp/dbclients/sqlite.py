@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
@@ -15,9 +16,14 @@ from tortoise.backends.sqlite.client import (
     SqliteTransactionWrapper,
 )
 from tortoise.connection import get_connections
+from tortoise.exceptions import IntegrityError, OperationalError
 
 from isp.availability import Availability
 from isp.dbclients import Bounded, deadline_of
+from isp.dbclients.sqlite_readers import ReaderPool
+
+READERS = 3
+"""Query-only connections (one thread each) for reads outside a transaction."""
 
 
 class BoundedSqliteClient(Bounded, SqliteClient):
@@ -31,6 +37,31 @@ class BoundedSqliteClient(Bounded, SqliteClient):
         # Wait for another process's write lock a little less than the deadline, so the
         # answer is SQLite's "busy" rather than a cut-off statement.
         self.pragmas.setdefault("busy_timeout", int(deadline * 800))
+        self._readers: ReaderPool | None = None
+
+    async def execute_read(self, query: str, values: list[Any]) -> Sequence[Any]:
+        """The rows of a read-only statement, on a query-only connection of its own
+        (:mod:`isp.dbclients.sqlite_readers`); an in-memory database has only the one."""
+        if self.filename == ":memory:":
+            rows: Sequence[Any] = (await self.execute_query(query, values))[1]
+            return rows
+        return await self._bounded(lambda: self._read(query, values))
+
+    async def _read(self, query: str, values: list[Any]) -> Sequence[Any]:
+        if self._readers is None:
+            self._readers = ReaderPool(self.filename, READERS, int(self.pragmas["busy_timeout"]))
+        try:
+            return await self._readers.fetch(query, values)
+        except sqlite3.OperationalError as exc:  # as Tortoise's client translates them
+            raise OperationalError(exc) from exc
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(exc) from exc
+
+    async def close(self) -> None:
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            await readers.close()
+        await super().close()
 
     def _timed_out(self) -> None:
         """Interrupt the statement running on the connection (the one that timed out, or
@@ -68,9 +99,15 @@ class BoundedSqliteTransaction(SqliteTransactionWrapper, BoundedSqliteClient):
         SqliteTransactionWrapper.__init__(self, connection)
         self._deadline = connection._deadline
         self._availability = connection._availability
+        self._readers = None
 
     def _in_transaction(self) -> TransactionContext:
         return NestedTransactionContext(BoundedSqliteTransaction(self))
+
+    async def execute_read(self, query: str, values: list[Any]) -> Sequence[Any]:
+        """Inside a transaction a read sees its writes: it runs on the transaction's."""
+        rows: Sequence[Any] = (await self.execute_query(query, values))[1]
+        return rows
 
     async def execute_many(self, query: str, values: list[list[Any]]) -> None:
         await self._bounded(lambda: SqliteTransactionWrapper.execute_many(self, query, values))
