@@ -24,6 +24,7 @@ from isp.app import create_app
 from isp.config import Settings
 from isp.db import tortoise_config
 from isp.dbclients import unavailable_reason
+from isp.dbclients.sqlite import READERS
 from isp.errors import DatabaseUnavailable
 from tests.conftest import Tokens, auth, make_settings
 
@@ -187,3 +188,28 @@ def test_the_pool_size_is_the_setting_unless_the_url_names_one(tmp_path: Path) -
     assert maxsize("postgres://isp@db.example/isp") == 20
     assert maxsize("postgres://isp@db.example/isp", db_pool_size=7) == 7
     assert int(maxsize("postgres://isp@db.example/isp?maxsize=9", db_pool_size=7)) == 9
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_sqlite_read_past_the_deadline_is_interrupted_on_its_own_connection(
+    app: Quart,
+) -> None:
+    """A read outside a transaction runs on a query-only connection of its own thread
+    (``isp.dbclients.sqlite_readers``): past the deadline it is a 503 and is interrupted
+    there, so with every reader's read cut, the next reads are all answered at once."""
+    connection: Any = get_connection("default")
+    runaway = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000000)"
+        " SELECT count(*) FROM n"
+    )
+    started = time.monotonic()
+    runaways = [connection.execute_read(runaway, []) for _ in range(READERS)]  # one each
+    for failed in await asyncio.gather(*runaways, return_exceptions=True):
+        assert isinstance(failed, DatabaseUnavailable), failed
+        assert "ISP_DB_TIMEOUT" in str(failed)
+    assert time.monotonic() - started < DEADLINE + 1
+    started = time.monotonic()
+    reads = [connection.execute_read("SELECT 1 AS one", []) for _ in range(READERS)]
+    answers = await asyncio.gather(*reads)
+    assert [rows[0]["one"] for rows in answers] == [1] * READERS
+    assert time.monotonic() - started < 0.5  # none waited behind the runaway read

@@ -45,7 +45,9 @@ class BoundedSqliteClient(Bounded, SqliteClient):
         if self.filename == ":memory:":
             rows: Sequence[Any] = (await self.execute_query(query, values))[1]
             return rows
-        return await self._bounded(lambda: self._read(query, values))
+        # A read past the deadline is interrupted on its own connection (the pool does
+        # it when the wait is cancelled), never the read-write one's statement.
+        return await self._bounded(lambda: self._read(query, values), statement=False)
 
     async def _read(self, query: str, values: list[Any]) -> Sequence[Any]:
         if self._readers is None:
