@@ -22,8 +22,10 @@ from isp.availability import Availability
 from isp.dbclients import Bounded, deadline_of
 from isp.dbclients.sqlite_readers import ReaderPool
 
-READERS = 3
-"""Query-only connections (one thread each) for reads outside a transaction."""
+READERS = 2
+"""Query-only connections (one thread each) for reads outside a transaction. Two served
+authenticated reads about 4 % faster than one or three (``tests/bench/http.py``, 2 cores):
+more threads only contend for the GIL."""
 
 
 class BoundedSqliteClient(Bounded, SqliteClient):

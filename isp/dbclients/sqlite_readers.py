@@ -15,7 +15,8 @@ interrupted on its connection, as the read-write connection's statements are, so
 neither runs on nor holds up the reads queued behind it; one not yet started is skipped.
 Each thread takes the reads that are waiting when it is free (up to :data:`BATCH`) and
 answers them with one wake-up of the event loop: under load, that wake-up (a write to the
-loop's self-pipe) cost more than the read.
+loop's self-pipe) cost more than the read. A slow read holds up the others of its batch;
+the reads sent here are by primary key.
 """
 
 from __future__ import annotations
