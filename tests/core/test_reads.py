@@ -96,6 +96,18 @@ async def test_a_failed_read_raises_as_tortoise_does_and_the_next_one_is_answere
     assert await names(ada.id) == "Ada"
 
 
+async def test_a_read_by_primary_key_gives_the_record_tortoise_gives(app: object) -> None:
+    """Every field alike, timestamps included (SQLite's text is parsed here, not by
+    Tortoise): the same instant, in the same time zone."""
+    ada = await Customer.create(name="Ada", email="ada@example.net")
+    read, tortoise = await get_by_pk(Customer, ada.id), await Customer.get(id=ada.id)
+    assert read is not None
+    fields = sorted(Customer._meta.fields_db_projection)  # the columns, not relations
+    assert {f: getattr(read, f) for f in fields} == {f: getattr(tortoise, f) for f in fields}
+    assert read.created_at.tzinfo is not None
+    assert read.created_at.utcoffset() == tortoise.created_at.utcoffset()
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_sqlite_reader_threads_end_when_the_database_closes(settings: Settings) -> None:
     await db.init_db(settings)
