@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite://./data/isp.sqlite3"
     db_timeout: float = Field(default=10.0, gt=0, le=3600)
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
     data_dir: Path = Path("./data")
     plugins_dir: Path = Path("./plugins")
     plugin_reload: bool = True

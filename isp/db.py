@@ -54,7 +54,9 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
     """The Tortoise config of the core app on ``settings.database_url``."""
     return {
         "connections": {
-            "default": _connection_config(settings.database_url, settings.db_timeout)
+            "default": _connection_config(
+                settings.database_url, settings.db_timeout, settings.db_pool_size
+            )
         },
         "apps": {CORE_APP: core_app_config()},
         "use_tz": True,
@@ -62,10 +64,13 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _connection_config(url: str, deadline: float) -> dict[str, Any]:
+def _connection_config(url: str, deadline: float, pool_size: int) -> dict[str, Any]:
     connection = expand_db_url(url)
     if connection["engine"] == ASYNCPG_ENGINE:
         connection["credentials"]["reset"] = _release_without_reset_query
+        # Tortoise's default of 5 makes requests beyond the fifth queue for a connection
+        # (a wait that costs the event loop more than the query); ?maxsize= in the URL wins.
+        connection["credentials"].setdefault("maxsize", pool_size)
     elif connection["engine"] != SQLITE_ENGINE:
         # another driver (psycopg): Tortoise's own client, whose queries have no deadline;
         # its pool still gives up waiting for a connection after the deadline

@@ -5,14 +5,28 @@ rendering): about three quarters of the cost of ``Model.get_or_none(id=...)`` on
 The statement for "this model by primary key" never changes, so it is rendered once
 (by Tortoise itself) and the row becomes an instance the way Tortoise's executor does
 it, through ``Model._init_from_db``. The connection is looked up on every call, so a
-read inside ``in_transaction()`` still runs on the transaction's connection.
+read inside ``in_transaction()`` still runs on the transaction's connection; on SQLite
+one outside a transaction runs on a query-only connection of its own
+(:mod:`isp.dbclients.sqlite_readers`), not behind the read-write connection's lock.
+
+SQLite hands timestamps back as ISO 8601 text, which Tortoise parses in pure Python
+(``iso8601``) on every read; they are parsed here with ``datetime.fromisoformat`` (C)
+first, and Tortoise's ``to_python_value`` then only applies the time zone, as it does
+to PostgreSQL's native values. Text ``fromisoformat`` does not take is left to Tortoise.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
+from tortoise.fields import DatetimeField
 from tortoise.models import Model
+
+from isp.dbclients.asyncpg import BoundedAsyncpgClient
+from isp.dbclients.sqlite import BoundedSqliteClient
 
 M = TypeVar("M", bound=Model)
 
@@ -20,6 +34,7 @@ _SENTINEL = -7_301_946_285
 """A primary-key value no record has, to find its position among the parameters."""
 
 _statements: dict[tuple[type[Model], str], tuple[str, list[Any], int]] = {}
+_timestamps: dict[type[Model], tuple[str, ...]] = {}
 
 
 def _statement(model: type[Model], dialect: str) -> tuple[str, list[Any], int]:
@@ -41,9 +56,28 @@ async def get_by_pk(model: type[M], pk: Any) -> M | None:
     sql, params, index = _statement(model, db.capabilities.dialect)
     values = list(params)
     values[index] = model._meta.pk.to_db_value(pk, model)
-    _, rows = await db.execute_query(sql, values)
+    rows: Sequence[Any]
+    if isinstance(db, BoundedSqliteClient | BoundedAsyncpgClient):
+        rows = await db.execute_read(sql, values)
+    else:
+        _, rows = await db.execute_query(sql, values)
     if not rows:
         return None
     if len(rows) > 1:  # a primary key cannot repeat; kept for parity with get_or_none
         raise AssertionError(f"{len(rows)} {model.__name__} rows share primary key {pk!r}")
-    return model._init_from_db(**rows[0])
+    return model._init_from_db(**_parsed_timestamps(model, dict(rows[0])))
+
+
+def _parsed_timestamps(model: type[Model], row: dict[str, Any]) -> dict[str, Any]:
+    keys = _timestamps.get(model)
+    if keys is None:
+        keys = _timestamps[model] = tuple(
+            key for key, _, field in model._meta.db_complex_fields
+            if isinstance(field, DatetimeField)
+        )  # fmt: skip
+    for key in keys:
+        value = row.get(key)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # else Tortoise's own parser has its say
+                row[key] = datetime.fromisoformat(value)
+    return row

@@ -14,7 +14,9 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from quart import Quart
 from tortoise.connection import get_connection
@@ -24,15 +26,18 @@ from tortoise.transactions import in_transaction
 from isp.app import create_app
 from isp.config import Settings
 from isp.db import tortoise_config
+from isp.dbclients import unavailable_reason
+from isp.dbclients.sqlite import READERS
 from isp.errors import DatabaseUnavailable
 from tests.conftest import Tokens, auth, make_settings
 
 DEADLINE = 1.0
+POOL_SIZE = 3  # not Tortoise's default (5): a full pool shows the setting is used
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path, db_timeout=DEADLINE)
+    return make_settings(database_url, tmp_path, db_timeout=DEADLINE, db_pool_size=POOL_SIZE)
 
 
 @pytest.fixture
@@ -94,11 +99,11 @@ async def test_a_full_pool_is_a_prompt_503_not_a_wait(app: Quart, tokens: Tokens
         nonlocal holding
         async with in_transaction():
             holding += 1
-            if holding == 5:  # Tortoise's default pool size
+            if holding == POOL_SIZE:  # ISP_DB_POOL_SIZE: the pool is full
                 held.set()
             await release.wait()
 
-    holders = [asyncio.create_task(hold()) for _ in range(5)]
+    holders = [asyncio.create_task(hold()) for _ in range(POOL_SIZE)]
     try:
         await asyncio.wait_for(held.wait(), 10)
         started = time.monotonic()
@@ -190,3 +195,68 @@ async def test_statements_run_with_the_commit_and_one_that_fails_commits_nothing
     assert await committed() == ["a", "b"]  # "c" rolled back with the duplicate
     mine = await connection.execute_query_dict('SELECT "key" FROM "plugin_value" ORDER BY "id"')
     assert [row["key"] for row in mine] == ["a", "b"]  # the client's connection serves on
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_closed_connection_is_unavailable_but_a_misused_one_is_a_bug(
+    app: Quart, database_url: str
+) -> None:
+    """asyncpg raises ``InterfaceError`` both when the connection is gone and when the
+    caller misuses one (two statements at once, a use after its release): only the first
+    is the database's failure; a 503 for the others would hide the bug."""
+    pool = get_connection("default")._pool  # type: ignore[attr-defined]
+    connection = await pool.acquire()
+    try:
+        sleeping = asyncio.create_task(connection.fetch("SELECT pg_sleep(0.5)"))
+        await asyncio.sleep(0)  # one turn of the loop: the task is inside its statement
+        with pytest.raises(asyncpg.InterfaceError, match="another operation") as concurrent:
+            await connection.fetch("SELECT 1")
+        await sleeping
+    finally:
+        await pool.release(connection)
+    with pytest.raises(asyncpg.InterfaceError, match="released back") as released:
+        await connection.fetch("SELECT 1")
+    assert unavailable_reason(concurrent.value) is None
+    assert unavailable_reason(released.value) is None
+
+    closed = await asyncpg.connect(database_url)
+    await closed.close()
+    with pytest.raises(asyncpg.InterfaceError, match="connection is closed") as gone:
+        await closed.fetch("SELECT 1")
+    assert unavailable_reason(gone.value) is not None
+    assert (await get_connection("default").execute_query("SELECT 1 AS one"))[1][0]["one"] == 1
+
+
+def test_the_pool_size_is_the_setting_unless_the_url_names_one(tmp_path: Path) -> None:
+    def maxsize(url: str, **overrides: Any) -> Any:
+        settings = make_settings(url, tmp_path, **overrides)
+        return tortoise_config(settings)["connections"]["default"]["credentials"]["maxsize"]
+
+    assert maxsize("postgres://isp@db.example/isp") == 20
+    assert maxsize("postgres://isp@db.example/isp", db_pool_size=7) == 7
+    assert int(maxsize("postgres://isp@db.example/isp?maxsize=9", db_pool_size=7)) == 9
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_sqlite_read_past_the_deadline_is_interrupted_on_its_own_connection(
+    app: Quart,
+) -> None:
+    """A read outside a transaction runs on a query-only connection of its own thread
+    (``isp.dbclients.sqlite_readers``): past the deadline it is a 503 and is interrupted
+    there, so with every reader's read cut, the next reads are all answered at once."""
+    connection: Any = get_connection("default")
+    runaway = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000000)"
+        " SELECT count(*) FROM n"
+    )
+    started = time.monotonic()
+    runaways = [connection.execute_read(runaway, []) for _ in range(READERS)]  # one each
+    for failed in await asyncio.gather(*runaways, return_exceptions=True):
+        assert isinstance(failed, DatabaseUnavailable), failed
+        assert "ISP_DB_TIMEOUT" in str(failed)
+    assert time.monotonic() - started < DEADLINE + 1
+    started = time.monotonic()
+    reads = [connection.execute_read("SELECT 1 AS one", []) for _ in range(READERS)]
+    answers = await asyncio.gather(*reads)
+    assert [rows[0]["one"] for rows in answers] == [1] * READERS
+    assert time.monotonic() - started < 0.5  # none waited behind the runaway read

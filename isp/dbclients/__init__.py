@@ -22,6 +22,7 @@ config (see ``isp.db``); Tortoise's migrations pick their SQL dialect by those m
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -54,11 +55,18 @@ _SQLITE_UNAVAILABLE = {
 _PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
     asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
     asyncpg.exceptions.OperatorInterventionError,  # statement_timeout, shutdown, starting
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     DBConnectionError,
 )
+
+# Bound now: once ``isp.dbclients.asyncpg`` is imported, the name ``asyncpg`` in this
+# package's namespace is that submodule, not the driver.
+_PG_INTERFACE = asyncpg.InterfaceError
+_PG_CLOSED = re.compile(r"connection is closed|pool is clos")
+"""The ``InterfaceError`` messages that mean the connection or the pool is gone. asyncpg
+raises the same class for misuse ("another operation is in progress", a connection used
+after its release): a bug in the caller, which a 503 would hide."""
 
 
 def unavailable_reason(exc: BaseException) -> str | None:
@@ -72,7 +80,9 @@ def unavailable_reason(exc: BaseException) -> str | None:
             if code is not None and code & 0xFF in _SQLITE_UNAVAILABLE:
                 return _SQLITE_UNAVAILABLE[code & 0xFF]
         return None
-    if isinstance(exc, _PG_UNAVAILABLE):
+    if isinstance(exc, _PG_UNAVAILABLE) or (
+        isinstance(exc, _PG_INTERFACE) and _PG_CLOSED.search(str(exc))
+    ):
         return f"{type(exc).__name__}: {exc}".rstrip(": ")
     return None
 

@@ -71,15 +71,32 @@ async def test_database_outage_is_a_prompt_503_and_heals_without_restart(
         async def backup(client: httpx.AsyncClient, ref: str) -> Answer:
             return await call(client, "backup", ref, client.post(f"/devices/{device_id}/backup"))
 
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
+            first = (await client.post("/customers", json={"name": "first"})).json()["id"]
+
+        async def read_customer(client: httpx.AsyncClient, ref: str) -> Answer:
+            """A read by primary key: straight from a pooled connection, not Tortoise's."""
+            return await call(client, "read", "", client.get(f"/customers/{first}"))
+
         load = Load(
             server.url,
             headers,
             timeout=DEADLINE + 10,
-            requests=[create_customer, create_customer, create_customer, read_customers, readyz],
+            requests=[
+                create_customer,
+                create_customer,
+                create_customer,
+                read_customers,
+                read_customer,
+                readyz,
+            ],
             flights=[backup],
         )
         async with load:
-            await load.answered(lambda a: ok(a, "customer") >= 30 and ok(a, "backup") >= 1, 60)
+            await load.answered(
+                lambda a: ok(a, "customer") >= 30 and ok(a, "read") >= 5 and ok(a, "backup") >= 1,
+                60,
+            )
             faulted = time.monotonic()
             paused = await asyncio.to_thread(pg_cluster.pause) if fault == "hang" else None
             if paused is None:
@@ -107,7 +124,7 @@ async def test_database_outage_is_a_prompt_503_and_heals_without_restart(
 
     # Nothing half-written: every customer answered 201 exists, and any other is one whose
     # request was cut by the fault (its COMMIT may have reached the server first).
-    created = {a.ref for a in answers if a.kind == "customer" and a.status == 201}
+    created = {a.ref for a in answers if a.kind == "customer" and a.status == 201} | {"first"}
     cut = {a.ref for a in in_flight_at(answers, faulted, broken) if a.kind == "customer"}
     stored = {name for (name,) in await rows(database_url, "SELECT name FROM customer")}
     assert created <= stored
