@@ -22,6 +22,13 @@ from isp.availability import Availability
 from isp.dbclients import Bounded, deadline_of, unavailable_reason
 
 
+def _terminate(connection: Any) -> None:
+    """End a pooled connection at once. One the server closed is back in the pool already
+    (asyncpg detaches it then, and refuses any call on it): nothing is left to end."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        connection.terminate()
+
+
 class _PoolConnection(PoolConnectionWrapper[Any]):
     """A pooled connection that is terminated, not released, when its call did not end."""
 
@@ -31,7 +38,7 @@ class _PoolConnection(PoolConnectionWrapper[Any]):
             and exc_val is not None
             and (isinstance(exc_val, asyncio.CancelledError) or unavailable_reason(exc_val))
         ):
-            self.connection.terminate()
+            _terminate(self.connection)
         await super().__aexit__(exc_type, exc_val, exc_tb)
 
 
@@ -80,7 +87,7 @@ class BoundedAsyncpgClient(Bounded, AsyncpgDBClient):
             rows: Sequence[Any] = await connection.fetch(query, *values)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) or unavailable_reason(exc):
-                connection.terminate()  # as _PoolConnection: never released half-done
+                _terminate(connection)  # as _PoolConnection: never released half-done
             translated = _translated(exc)
             if translated is exc:
                 raise
@@ -125,8 +132,7 @@ class BoundedAsyncpgTransaction(TransactionWrapper, BoundedAsyncpgClient):
     async def _connection_lost(self) -> None:
         self._broken = True
         if self._connection is not None:
-            with contextlib.suppress(asyncpg.InterfaceError):  # already back in the pool
-                self._connection.terminate()
+            _terminate(self._connection)
         parent: Any = self._parent
         while isinstance(parent, BoundedAsyncpgTransaction):
             parent = parent._parent
@@ -167,7 +173,7 @@ class BoundedPooledTransaction(TransactionContextPooled):
             await self.client.begin()
         except BaseException:
             connection, self.client._connection = self.client._connection, None
-            connection.terminate()
+            _terminate(connection)
             await pool.release(connection)
             raise
         self.token = get_connections().set(self.connection_name, self.client)
